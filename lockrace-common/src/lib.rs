@@ -1,0 +1,373 @@
+//! The whole kernel/user contract of lockrace, in one place.
+//!
+//! Every record the eBPF programs write to the ring buffer is one of the `#[repr(C)]` structs
+//! below: a [`Header`] followed by one payload per family ([`LockBody`], [`SchedBody`],
+//! [`SyscallBody`]). The family is implied by [`Header::kind`] (see [`Kind::family`]).
+//!
+//! Invariants:
+//! - explicit widths, no implicit padding (every pad byte is a named field), sizes asserted at
+//!   compile time below, so the kernel and user side can never disagree on a layout;
+//! - `ts_ns` is `bpf_ktime_get_ns()`, i.e. CLOCK_MONOTONIC nanoseconds, the same clock user space
+//!   reads with `clock_gettime(CLOCK_MONOTONIC)`;
+//! - the names of the globals the loader sets (`GLOBAL_*`) and of the maps (`MAP_*`) live here
+//!   and nowhere else.
+#![no_std]
+
+/// Event kinds. The numbers are part of the recorded format: never renumber, only append.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    PosixLockInode = 1,
+    FlockLockInode = 2,
+    FcntlSetlk = 3,
+    LocksRemovePosix = 4,
+    SchedWaking = 10,
+    SchedWakeup = 11,
+    SchedSwitch = 12,
+    SchedMigrateTask = 13,
+    SysEnterFcntl = 20,
+    SysExitFcntl = 21,
+    SysEnterFlock = 22,
+    SysExitFlock = 23,
+}
+
+/// Which payload follows the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Lock,
+    Sched,
+    Syscall,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 12] = [
+        Kind::PosixLockInode,
+        Kind::FlockLockInode,
+        Kind::FcntlSetlk,
+        Kind::LocksRemovePosix,
+        Kind::SchedWaking,
+        Kind::SchedWakeup,
+        Kind::SchedSwitch,
+        Kind::SchedMigrateTask,
+        Kind::SysEnterFcntl,
+        Kind::SysExitFcntl,
+        Kind::SysEnterFlock,
+        Kind::SysExitFlock,
+    ];
+
+    pub const fn from_u32(v: u32) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::PosixLockInode,
+            2 => Kind::FlockLockInode,
+            3 => Kind::FcntlSetlk,
+            4 => Kind::LocksRemovePosix,
+            10 => Kind::SchedWaking,
+            11 => Kind::SchedWakeup,
+            12 => Kind::SchedSwitch,
+            13 => Kind::SchedMigrateTask,
+            20 => Kind::SysEnterFcntl,
+            21 => Kind::SysExitFcntl,
+            22 => Kind::SysEnterFlock,
+            23 => Kind::SysExitFlock,
+            _ => return None,
+        })
+    }
+
+    pub const fn family(self) -> Family {
+        match self {
+            Kind::PosixLockInode
+            | Kind::FlockLockInode
+            | Kind::FcntlSetlk
+            | Kind::LocksRemovePosix => Family::Lock,
+            Kind::SchedWaking | Kind::SchedWakeup | Kind::SchedSwitch | Kind::SchedMigrateTask => {
+                Family::Sched
+            }
+            Kind::SysEnterFcntl | Kind::SysExitFcntl | Kind::SysEnterFlock | Kind::SysExitFlock => {
+                Family::Syscall
+            }
+        }
+    }
+
+    /// The name used in JSONL files and reports (the tracepoint's own name).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::PosixLockInode => "posix_lock_inode",
+            Kind::FlockLockInode => "flock_lock_inode",
+            Kind::FcntlSetlk => "fcntl_setlk",
+            Kind::LocksRemovePosix => "locks_remove_posix",
+            Kind::SchedWaking => "sched_waking",
+            Kind::SchedWakeup => "sched_wakeup",
+            Kind::SchedSwitch => "sched_switch",
+            Kind::SchedMigrateTask => "sched_migrate_task",
+            Kind::SysEnterFcntl => "sys_enter_fcntl",
+            Kind::SysExitFcntl => "sys_exit_fcntl",
+            Kind::SysEnterFlock => "sys_enter_flock",
+            Kind::SysExitFlock => "sys_exit_flock",
+        }
+    }
+
+    /// The tracefs category of the tracepoint.
+    pub const fn category(self) -> &'static str {
+        match self.family() {
+            Family::Lock => "filelock",
+            Family::Sched => "sched",
+            Family::Syscall => "syscalls",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// Size in bytes of the whole record (header + payload) for this kind.
+    pub const fn record_size(self) -> usize {
+        match self.family() {
+            Family::Lock => core::mem::size_of::<LockEvent>(),
+            Family::Sched => core::mem::size_of::<SchedEvent>(),
+            Family::Syscall => core::mem::size_of::<SyscallEvent>(),
+        }
+    }
+}
+
+/// Common header of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// bpf_ktime_get_ns(): CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Process id of the current task (the kernel's tgid).
+    pub tgid: u32,
+    /// Thread id of the current task (the kernel's pid).
+    pub tid: u32,
+    /// CPU the event fired on.
+    pub cpu: u32,
+    /// A [`Kind`] number.
+    pub kind: u32,
+    /// bpf_get_current_comm().
+    pub comm: [u8; 16],
+}
+
+/// Payload of the filelock:* tracepoints (posix_lock_inode, flock_lock_inode, fcntl_setlk,
+/// locks_remove_posix). All four share the layout of fs/locks.c's `filelock_lock` class
+/// (include/trace/events/filelock.h at v6.18).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockBody {
+    /// `struct file_lock *` of the request (the kernel reuses addresses).
+    pub fl: u64,
+    pub ino: u64,
+    /// The request or lock this request waits under (`fl_blocker`, 0 when not blocked).
+    pub blocker: u64,
+    /// `fl_owner`: the `files_struct` for POSIX locks, the `struct file` for OFD and flock locks.
+    pub owner: u64,
+    pub start: i64,
+    pub end: i64,
+    /// `s_dev` in the kernel's encoding (major << 20 | minor).
+    pub dev: u32,
+    /// FL_* flags (FL_POSIX=1, FL_FLOCK=2, FL_SLEEP=128, FL_OFDLCK=1024, ...).
+    pub flags: u32,
+    /// `fl_pid` as recorded in the lock.
+    pub fl_pid: u32,
+    /// The function's return value (0, -errno, or FILE_LOCK_DEFERRED=1 when it blocked).
+    pub ret: i32,
+    /// F_RDLCK=0, F_WRLCK=1, F_UNLCK=2.
+    pub lock_type: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Payload of the sched:* tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedBody {
+    /// sched_waking/wakeup/migrate: the task acted on; sched_switch: `next_pid`.
+    pub target_tid: u32,
+    /// sched_waking/wakeup: `target_cpu`; sched_migrate_task: `dest_cpu`; switch: current CPU.
+    pub target_cpu: i32,
+    /// sched_migrate_task: `orig_cpu`; otherwise -1.
+    pub orig_cpu: i32,
+    pub prio: i32,
+    /// sched_switch: `prev_state` of the task switched out (0 = runnable/preempted).
+    pub prev_state: i64,
+    /// Name of the task acted on (`comm` / `next_comm`).
+    pub target_comm: [u8; 16],
+}
+
+/// Payload of the syscalls:sys_{enter,exit}_{fcntl,flock} tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallBody {
+    /// enter: the fd argument; exit: 0.
+    pub fd: u64,
+    /// enter: the cmd argument (F_SETLKW, LOCK_EX, ...); exit: the cmd of the matching enter.
+    pub cmd: u64,
+    /// enter: the arg pointer (fcntl); exit: 0.
+    pub arg: u64,
+    /// exit: the return value; enter: 0.
+    pub ret: i64,
+    /// fcntl lock commands: the user's `struct flock` read at entry (else 0).
+    pub l_start: i64,
+    pub l_len: i64,
+    pub l_type: i16,
+    pub l_whence: i16,
+    /// 1 when `l_*` were read from user memory.
+    pub flock_valid: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockEvent {
+    pub hdr: Header,
+    pub body: LockBody,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedEvent {
+    pub hdr: Header,
+    pub body: SchedBody,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallEvent {
+    pub hdr: Header,
+    pub body: SyscallBody,
+}
+
+// Layouts are part of the contract: any change here is a format change.
+const _: () = assert!(core::mem::size_of::<Header>() == 40);
+const _: () = assert!(core::mem::size_of::<LockBody>() == 72);
+const _: () = assert!(core::mem::size_of::<SchedBody>() == 40);
+const _: () = assert!(core::mem::size_of::<SyscallBody>() == 56);
+const _: () = assert!(core::mem::size_of::<LockEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<SchedEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 96);
+
+/// Offsets of the fields a filelock:* program reads, in bytes from the start of the tracepoint
+/// record, as the kernel's `format` file gives them. `size_*` distinguishes 4/8-byte fields where
+/// kernels differ. A field the kernel lacks is `u16::MAX`... but all of them are required.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockOffsets {
+    pub fl: u16,
+    pub ino: u16,
+    pub dev: u16,
+    pub blocker: u16,
+    pub owner: u16,
+    pub pid: u16,
+    pub flags: u16,
+    pub lock_type: u16,
+    pub start: u16,
+    pub end: u16,
+    pub ret: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<LockOffsets>() == 24);
+
+/// Offsets of the sched:* fields read by the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedOffsets {
+    /// sched_waking / sched_wakeup (same class `sched_wakeup_template`).
+    pub wake_comm: u16,
+    pub wake_pid: u16,
+    pub wake_prio: u16,
+    pub wake_target_cpu: u16,
+    /// sched_switch.
+    pub switch_prev_pid: u16,
+    pub switch_prev_state: u16,
+    pub switch_next_comm: u16,
+    pub switch_next_pid: u16,
+    pub switch_next_prio: u16,
+    /// sched_migrate_task.
+    pub migrate_pid: u16,
+    pub migrate_prio: u16,
+    pub migrate_orig_cpu: u16,
+    pub migrate_dest_cpu: u16,
+    /// sched_process_fork.
+    pub fork_parent_pid: u16,
+    pub fork_child_pid: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SchedOffsets>() == 32);
+
+/// Filter settings, written by the loader before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// 1: only tasks whose tgid is in `MAP_TRACED_TGIDS` (extended on fork); 0: every task.
+    pub by_tgid: u32,
+    /// 1: only lock events on an inode in `MAP_TRACED_INODES`; tasks that lock one are then
+    /// added to the traced tgids.
+    pub by_inode: u32,
+}
+const _: () = assert!(core::mem::size_of::<FilterConfig>() == 8);
+
+/// Key of `MAP_TRACED_INODES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+
+pub const GLOBAL_LOCK_OFFSETS: &str = "LOCK_OFFSETS";
+pub const GLOBAL_SCHED_OFFSETS: &str = "SCHED_OFFSETS";
+pub const GLOBAL_FILTER: &str = "FILTER";
+
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_DROPS: &str = "DROPS";
+pub const MAP_TRACED_TGIDS: &str = "TRACED_TGIDS";
+pub const MAP_TRACED_INODES: &str = "TRACED_INODES";
+pub const MAP_IN_REQUEST: &str = "IN_REQUEST";
+
+/// Index into `LOCK_OFFSETS` (one entry per filelock tracepoint).
+pub const LOCK_TP_POSIX: usize = 0;
+pub const LOCK_TP_FLOCK: usize = 1;
+pub const LOCK_TP_FCNTL_SETLK: usize = 2;
+pub const LOCK_TP_REMOVE_POSIX: usize = 3;
+pub const LOCK_TP_COUNT: usize = 4;
+
+/// Kernel constants used on both sides (include/uapi/asm-generic/fcntl.h, include/linux/filelock.h).
+pub mod k {
+    pub const F_GETLK: u64 = 5;
+    pub const F_SETLK: u64 = 6;
+    pub const F_SETLKW: u64 = 7;
+    pub const F_OFD_GETLK: u64 = 36;
+    pub const F_OFD_SETLK: u64 = 37;
+    pub const F_OFD_SETLKW: u64 = 38;
+    pub const F_RDLCK: u8 = 0;
+    pub const F_WRLCK: u8 = 1;
+    pub const F_UNLCK: u8 = 2;
+    pub const FL_POSIX: u32 = 1;
+    pub const FL_FLOCK: u32 = 2;
+    pub const FL_SLEEP: u32 = 128;
+    pub const FL_OFDLCK: u32 = 1024;
+    /// posix_lock_inode / flock_lock_inode return value when the request blocked.
+    pub const FILE_LOCK_DEFERRED: i32 = 1;
+    pub const LOCK_SH: u64 = 1;
+    pub const LOCK_EX: u64 = 2;
+    pub const LOCK_NB: u64 = 4;
+    pub const LOCK_UN: u64 = 8;
+
+    /// True for the fcntl commands that take or test a lock.
+    pub const fn is_lock_cmd(cmd: u64) -> bool {
+        matches!(
+            cmd,
+            F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW
+        )
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: plain-old-data, repr(C), no padding (asserted above).
+    unsafe impl aya::Pod for LockOffsets {}
+    unsafe impl aya::Pod for SchedOffsets {}
+    unsafe impl aya::Pod for FilterConfig {}
+    unsafe impl aya::Pod for InodeKey {}
+}

@@ -1,0 +1,56 @@
+//! Ring-buffer output and drop accounting: the only place records are written.
+//!
+//! Invariant: every record is either submitted whole or counted in `DROPS` (per CPU, read by
+//! user space at the end of a capture).
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use lockrace_common::{Header, Kind};
+
+/// Default 16 MiB; the loader may resize it (`--ring-buffer-mb`).
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Records lost because the ring buffer was full, per CPU.
+#[map(name = "DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count_drop() {
+    if let Some(p) = DROPS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn header(kind: Kind) -> Header {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Header {
+        // SAFETY: helpers without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        kind: kind as u32,
+        comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
+    }
+}
+
+/// Reserve a record of type `T`, let `fill` write it, submit it; count a drop if full.
+#[inline(always)]
+pub fn record<T: 'static>(fill: impl FnOnce(&mut T)) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            // SAFETY: `fill` writes every field of T (callers build T whole and assign it).
+            let slot = unsafe { &mut *entry.as_mut_ptr() };
+            fill(slot);
+            entry.submit(0);
+        }
+        None => count_drop(),
+    }
+}

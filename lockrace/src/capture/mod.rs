@@ -1,0 +1,2 @@
+//! Capture: tracefs format parsing, eBPF loading/attaching, ring-buffer reading and decoding.
+pub mod record;

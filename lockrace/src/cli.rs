@@ -1,0 +1,204 @@
+//! Command-line surface: flags are parsed here (clap), then validated into typed configs by the
+//! subcommand modules. Nothing in this file touches the system.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "When a Linux file lock is released, who gets it next, and why?";
+
+const EXAMPLES: &str = "\
+Examples:
+  sudo lockrace run                                   # the seed's experiment, traced
+  sudo lockrace run --lock posix --share reopen --iterations 2000 --json out.json
+  lockrace run --no-trace --lock flock                # untraced, no root needed
+  sudo lockrace record --events ev.jsonl -- sqlite3 db.sqlite 'insert ...'
+  lockrace report ev.jsonl --json report.json";
+
+#[derive(Parser, Debug)]
+#[command(name = "lockrace", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// More output (-v: progress details, -vv: debug logs).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the memfd handoff (server + client as child processes) and report who got the lock.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// The seed's server role: receive the client's memfd, then take turns writing under a lock.
+    #[command(after_help = SERVER_EXAMPLES)]
+    Server(RoleArgs),
+    /// The seed's client role: create and send a sealed memfd, then take turns reading under a lock.
+    #[command(after_help = CLIENT_EXAMPLES)]
+    Client(RoleArgs),
+    /// Record the file-lock and scheduler events of a command (or of running processes) to JSONL.
+    #[command(after_help = RECORD_EXAMPLES)]
+    Record(RecordArgs),
+    /// Re-analyse a saved JSONL event file offline (no root needed).
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  sudo lockrace run                                    # OFD lock on one shared description (the seed)
+  sudo lockrace run --lock posix --share reopen        # real mutual exclusion, traced
+  lockrace run --no-trace --iterations 10000 --json run.json";
+const SERVER_EXAMPLES: &str = "\
+Examples:
+  lockrace server --socket /tmp/lr.sock &
+  lockrace client --socket /tmp/lr.sock";
+const CLIENT_EXAMPLES: &str = "\
+Examples:
+  lockrace client --socket /tmp/lr.sock --iterations 1000 --json";
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  sudo lockrace record --events ev.jsonl -- flock /tmp/f -c 'sleep 0.1'
+  sudo lockrace record --events ev.jsonl --pid 1234 --duration 10";
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  lockrace report ev.jsonl
+  lockrace report ev.jsonl --json report.json --perfetto trace.json";
+
+/// Lock flavour used by the workload.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockKind {
+    /// fcntl(F_SETLKW): POSIX record lock, owned by the process.
+    Posix,
+    /// fcntl(F_OFD_SETLKW): open-file-description lock (the seed's choice).
+    Ofd,
+    /// flock(LOCK_EX): BSD lock, owned by the open file description.
+    Flock,
+    /// lockf(F_LOCK): POSIX lock through the libc wrapper.
+    Lockf,
+}
+
+/// How the two roles reach the memfd.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Share {
+    /// Use the received descriptor as is: one open file description for both (the seed).
+    Same,
+    /// Re-open /proc/self/fd/N: each role gets its own open file description.
+    Reopen,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkloadArgs {
+    /// Lock flavour.
+    #[arg(long, value_enum, default_value_t = LockKind::Ofd)]
+    pub lock: LockKind,
+    /// Share mode of the memfd between the two roles.
+    #[arg(long, value_enum, default_value_t = Share::Same)]
+    pub share: Share,
+    /// Turns each role completes (whoops are retried and do not count).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: u64,
+    /// Give up when the other side makes no progress for this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Do not attach eBPF programs (no root needed).
+    #[arg(long)]
+    pub no_trace: bool,
+    /// Skip the untraced baseline run that a traced run starts with.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Write the versioned JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write every decoded kernel event to FILE as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Write a Perfetto (Chrome JSON) trace to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// Ring-buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ring_buffer_mb: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RoleArgs {
+    /// Unix datagram socket path (the server binds it, the client sends to it).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Print one JSON object instead of the one-line summary.
+    #[arg(long)]
+    pub json: bool,
+    /// (internal, used by `run`) write one line per acquisition to FILE.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub acquisition_log: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// Write every decoded event to FILE as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub events: PathBuf,
+    /// Trace this process (all its threads and the children it forks). Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Stop after this many seconds (default: when CMD exits, or at Ctrl-C).
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Ring-buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ring_buffer_mb: u32,
+    /// The command to start and trace.
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A JSONL event file written by `--events`.
+    #[arg(value_name = "EVENTS.jsonl")]
+    pub events: PathBuf,
+    /// Write the versioned JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a Perfetto (Chrome JSON) trace to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterations_must_be_positive_numbers() {
+        for bad in ["0", "-1", "ten"] {
+            let r = Cli::try_parse_from(["lockrace", "run", "--iterations", bad]);
+            assert!(r.is_err(), "--iterations {bad} was accepted");
+        }
+        let ok =
+            Cli::try_parse_from(["lockrace", "run", "--iterations", "5", "--no-trace"]).unwrap();
+        match ok.command {
+            Command::Run(r) => {
+                assert_eq!(r.workload.iterations, 5);
+                assert!(r.no_trace);
+                assert_eq!(r.workload.lock, LockKind::Ofd);
+                assert_eq!(r.workload.share, Share::Same);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,13 @@
+//! lockrace: when a Linux file lock is released, who gets it next, and why?
+//!
+//! Data flow (docs/ARCHITECTURE.md): workload or any program -> kernel tracepoints ->
+//! `capture` (loader, tracefs offsets, ring-buffer reader) -> `events::Event` -> `analysis`
+//! (pure functions) -> `report` (terminal, JSON, Perfetto). Saved JSONL events re-enter at
+//! `events`, so offline and live reports are the same code.
+pub mod analysis;
+pub mod app;
+pub mod capture;
+pub mod cli;
+pub mod events;
+pub mod report;
+pub mod workload;

@@ -1,0 +1,16 @@
+//! The `lockrace` binary: parse flags, run one subcommand, print errors in one style.
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = lockrace::cli::Cli::parse();
+    lockrace::app::init_logging(cli.verbose);
+    match lockrace::app::dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("lockrace: {}", lockrace::app::render_error(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
