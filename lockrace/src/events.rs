@@ -512,7 +512,7 @@ mod tests {
             Err(DecodeError::Short { need: 112, .. })
         ));
         let mut bad = raw.clone();
-        bad[28..32].copy_from_slice(&999u32.to_ne_bytes());
+        bad[20..24].copy_from_slice(&999u32.to_ne_bytes());
         assert_eq!(decode(&bad), Err(DecodeError::UnknownKind(999)));
         assert!(decode(&[]).is_err());
     }
