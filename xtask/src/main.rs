@@ -1,1 +1,61 @@
-fn main() {}
+//! xtask: the project's own commands (`cargo xtask ...`, see .cargo/config.toml).
+//!
+//! `setup` makes a fresh Debian machine able to build and trace, `run` runs the default
+//! experiment as root, `test` runs every check CI runs. Only the subcommand enum lives here; each
+//! subcommand is a module, and every external program is run through [`cmd`].
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod run;
+mod setup;
+mod test;
+mod workspace;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "lockrace's development commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install what is missing to build, run and test lockrace (apt packages, the pinned eBPF
+    /// nightly, bpf-linker, tracefs); fast and silent-ish when everything is there.
+    Setup,
+    /// Setup, build lockrace in release, and run `lockrace run ARGS` as root.
+    Run {
+        /// Arguments for `lockrace run` (e.g. `-- --lock posix --share reopen`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
+    /// Setup, then rustfmt, clippy, all tests, and the root-only eBPF tests (serially, as root).
+    Test {
+        /// Skip clippy and the root-only tests (no root needed).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
+        Command::Run { args } => run::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Test { quick } => test::test(quick),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let msg: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+            eprintln!("xtask: {}", msg.join(": ").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
