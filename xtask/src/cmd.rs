@@ -34,9 +34,14 @@ pub struct Ran {
     pub stderr: String,
 }
 
-/// The command line as a user would type it (program and arguments, quoted when needed).
+/// The command line as a user would type it: the variables set for it, the program and its
+/// arguments, quoted when needed.
 pub fn display(cmd: &Command) -> String {
-    let mut parts = vec![quote(cmd.get_program())];
+    let mut parts: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), quote(v?))))
+        .collect();
+    parts.push(quote(cmd.get_program()));
     parts.extend(cmd.get_args().map(quote));
     parts.join(" ")
 }
@@ -88,21 +93,8 @@ pub fn exec(cmd: &mut Command, io: Io) -> Result<Ran> {
                 .map_err(|e| start_error(&shown, cmd.get_program(), e))?;
             let mut captured = String::new();
             if let Some(pipe) = child.stdout.take() {
-                let mut reader = BufReader::new(pipe);
-                let mut line = Vec::new();
-                let mut out = std::io::stdout().lock();
-                loop {
-                    line.clear();
-                    let n = reader
-                        .read_until(b'\n', &mut line)
-                        .with_context(|| format!("reading the output of `{shown}`"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    // A closed stdout (e.g. `| head`) must not stop the command or the capture.
-                    let _ = out.write_all(&line).and_then(|()| out.flush());
-                    captured.push_str(&String::from_utf8_lossy(&line));
-                }
+                captured = tee(BufReader::new(pipe), &mut std::io::stdout().lock())
+                    .with_context(|| format!("reading the output of `{shown}`"))?;
             }
             let status = child
                 .wait()
@@ -113,6 +105,21 @@ pub fn exec(cmd: &mut Command, io: Io) -> Result<Ran> {
                 stderr: String::new(),
             })
         }
+    }
+}
+
+/// Copies `input` to `sink` line by line as it arrives and returns everything read. A sink that
+/// fails (e.g. a closed stdout under `| head`) must not stop the command or the capture.
+pub fn tee(mut input: impl BufRead, sink: &mut impl Write) -> std::io::Result<String> {
+    let mut captured = String::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(captured);
+        }
+        let _ = sink.write_all(&line).and_then(|()| sink.flush());
+        captured.push_str(&String::from_utf8_lossy(&line));
     }
 }
 
@@ -200,12 +207,31 @@ pub fn as_root(
     keep_env: bool,
     why: &str,
 ) -> Result<Command> {
-    if is_root() {
+    root_command(
+        is_root(),
+        which("sudo").is_some(),
+        program.as_ref(),
+        envs,
+        keep_env,
+        why,
+    )
+}
+
+/// Pure part of [`as_root`].
+fn root_command(
+    root: bool,
+    have_sudo: bool,
+    program: &OsStr,
+    envs: &[(&str, &str)],
+    keep_env: bool,
+    why: &str,
+) -> Result<Command> {
+    if root {
         let mut cmd = Command::new(program);
         cmd.envs(envs.iter().copied());
         return Ok(cmd);
     }
-    if which("sudo").is_none() {
+    if !have_sudo {
         return Err(anyhow!(
             "{why} needs root and sudo is not installed (hint: run this command as root)"
         ));
@@ -230,7 +256,31 @@ mod tests {
     fn display_quotes_only_what_needs_it() {
         let mut cmd = Command::new("cargo");
         cmd.args(["test", "--test", "root_*", "it's", ""]);
-        assert_eq!(display(&cmd), r"cargo test --test 'root_*' 'it'\''s' ''");
+        cmd.env("LLVM_PREFIX", "/usr/lib/llvm-22");
+        assert_eq!(
+            display(&cmd),
+            r"LLVM_PREFIX=/usr/lib/llvm-22 cargo test --test 'root_*' 'it'\''s' ''"
+        );
+    }
+
+    #[test]
+    fn root_commands_run_directly_as_root_and_through_sudo_otherwise() {
+        let envs = [("LOCKRACE_REQUIRE_ROOT_TESTS", "1")];
+        let p = OsStr::new("/t/root_x");
+        let direct = root_command(true, false, p, &envs, true, "x").unwrap();
+        assert_eq!(display(&direct), "LOCKRACE_REQUIRE_ROOT_TESTS=1 /t/root_x");
+        let sudo = root_command(false, true, p, &envs, true, "x").unwrap();
+        assert_eq!(
+            display(&sudo),
+            "sudo -E env LOCKRACE_REQUIRE_ROOT_TESTS=1 /t/root_x"
+        );
+        let plain = root_command(false, true, OsStr::new("mount"), &[], false, "x").unwrap();
+        assert_eq!(display(&plain), "sudo mount");
+        let err = root_command(false, false, p, &[], false, "mounting tracefs").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mounting tracefs needs root and sudo is not installed (hint: run this command as root)"
+        );
     }
 
     #[test]
@@ -263,10 +313,21 @@ mod tests {
     }
 
     #[test]
-    fn tee_captures_stdout() {
-        let mut cmd = Command::new("printf");
-        cmd.arg("one\ntwo\n");
-        let ran = run(&mut cmd, Io::Tee).unwrap();
-        assert_eq!(ran.stdout, "one\ntwo\n");
+    fn tee_copies_and_captures_every_line() {
+        let mut sink = Vec::new();
+        let got = tee(&b"one\ntwo\nno newline"[..], &mut sink).unwrap();
+        assert_eq!(got, "one\ntwo\nno newline");
+        assert_eq!(sink, b"one\ntwo\nno newline");
+    }
+
+    #[test]
+    fn capture_collects_stdout_and_stderr() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2"]);
+        let ran = run(&mut cmd, Io::Capture).unwrap();
+        assert_eq!(
+            (ran.stdout.as_str(), ran.stderr.as_str()),
+            ("out\n", "err\n")
+        );
     }
 }

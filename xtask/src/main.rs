@@ -59,3 +59,42 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> Vec<String> {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run { args } => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_passes_everything_after_it_to_lockrace() {
+        assert_eq!(
+            run_args(&["xtask", "run", "--", "--lock", "posix", "--share", "reopen"]),
+            ["--lock", "posix", "--share", "reopen"]
+        );
+        assert_eq!(
+            run_args(&["xtask", "run", "--iterations", "5"]),
+            ["--iterations", "5"]
+        );
+        assert!(run_args(&["xtask", "run"]).is_empty());
+    }
+
+    #[test]
+    fn test_takes_quick_and_nothing_else() {
+        let cli = Cli::try_parse_from(["xtask", "test", "--quick"]).unwrap();
+        assert!(matches!(cli.command, Command::Test { quick: true }));
+        assert!(Cli::try_parse_from(["xtask", "test", "--slow"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench"]).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
