@@ -124,6 +124,9 @@ pub struct RunArgs {
     /// Ring-buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,
+    /// (internal, for tests) create the run's private temp dir under DIR instead of $TMPDIR.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub tmpdir_parent: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -10,4 +10,5 @@ pub mod capture;
 pub mod cli;
 pub mod events;
 pub mod report;
+pub mod signals;
 pub mod workload;

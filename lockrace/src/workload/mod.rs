@@ -1,8 +1,58 @@
 //! The memfd handoff workload: the seed's server and client roles and `lockrace run`.
+//!
+//! Protocol and encodings are documented in docs/WORKLOAD.md. Layout of this module:
+//! `handshake` (socket path safety, sending and validating the memfd), `lock` (the four lock
+//! flavours), `channel` (whose turn it is: shared cursor or counter bytes), `shared` (the mmap'd
+//! "inside" counter that measures mutual exclusion), `watchdog` (stall detection), `role` (the
+//! turn loop of both roles), `run` (both roles as children, then the summary).
+//!
+//! Invariants: timestamps are CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`
+//! clock), so acquisition logs join with kernel events; a role's `iterations` counts turns it
+//! completed, `acquisitions` = turns + whoops = lock grants it received.
 use serde::{Deserialize, Serialize};
 
+use crate::cli::{LockKind, Share};
+
+pub mod channel;
+pub mod handshake;
+pub mod lock;
 pub mod role;
 pub mod run;
+pub mod shared;
+pub mod watchdog;
+
+/// Size of the memfd the client creates and the server insists on.
+pub const MEMFD_SIZE: u64 = 64;
+
+/// Which side of the handoff.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Client,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+        }
+    }
+
+    pub fn other(self) -> Role {
+        match self {
+            Role::Server => Role::Client,
+            Role::Client => Role::Server,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One role's own account of a run (what it printed with `--json`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -16,6 +66,12 @@ pub struct RoleReport {
     /// Times the role entered the critical section while the other side was inside.
     pub overlaps: u64,
     pub elapsed_ns: u64,
+    /// The memfd's device as the kernel encodes `s_dev`: `(major << 20) | minor`.
+    #[serde(default)]
+    pub memfd_dev: u64,
+    /// The memfd's inode number.
+    #[serde(default)]
+    pub memfd_ino: u64,
 }
 
 /// The `workload` object of the JSON report.
@@ -25,4 +81,157 @@ pub struct WorkloadReport {
     pub share: String,
     pub iterations: u64,
     pub roles: Vec<RoleReport>,
+}
+
+/// One lock grant a role received, from its acquisition log.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquisition {
+    /// CLOCK_MONOTONIC right after the lock call returned.
+    pub ts_ns: u64,
+    /// The other side had made no progress (not this role's turn).
+    pub whoops: bool,
+}
+
+/// One line per grant: `<ts_ns> <t|w>` (`t`: it was the role's turn, `w`: whoops).
+pub fn format_acquisition_log(log: &[Acquisition]) -> String {
+    let mut out = String::with_capacity(log.len() * 20);
+    for a in log {
+        out.push_str(&a.ts_ns.to_string());
+        out.push(' ');
+        out.push(if a.whoops { 'w' } else { 't' });
+        out.push('\n');
+    }
+    out
+}
+
+/// Parse what [`format_acquisition_log`] wrote. Blank lines are skipped; anything else that is
+/// not `<ts_ns> <t|w>` is an error naming the line.
+pub fn parse_acquisition_log(text: &str) -> anyhow::Result<Vec<Acquisition>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_ascii_whitespace();
+        let parsed = match (parts.next(), parts.next(), parts.next()) {
+            (Some(ts), Some(kind), None) => ts.parse::<u64>().ok().and_then(|ts_ns| match kind {
+                "t" => Some(Acquisition {
+                    ts_ns,
+                    whoops: false,
+                }),
+                "w" => Some(Acquisition {
+                    ts_ns,
+                    whoops: true,
+                }),
+                _ => None,
+            }),
+            _ => None,
+        };
+        match parsed {
+            Some(a) => out.push(a),
+            None => anyhow::bail!(
+                "acquisition log line {}: expected `<ts_ns> <t|w>`, got {line:?}",
+                i + 1
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// The CLI spelling of a lock flavour.
+pub fn lock_name(lock: LockKind) -> &'static str {
+    match lock {
+        LockKind::Posix => "posix",
+        LockKind::Ofd => "ofd",
+        LockKind::Flock => "flock",
+        LockKind::Lockf => "lockf",
+    }
+}
+
+/// The CLI spelling of a share mode.
+pub fn share_name(share: Share) -> &'static str {
+    match share {
+        Share::Same => "same",
+        Share::Reopen => "reopen",
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A userspace `st_dev` re-encoded the way the kernel stores `s_dev` (and the filelock
+/// tracepoints print it): `(major << 20) | minor`.
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    let major = libc::major(st_dev) as u64;
+    let minor = libc::minor(st_dev) as u64;
+    (major << 20) | minor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acquisition_log_round_trips() {
+        let log = vec![
+            Acquisition {
+                ts_ns: 5,
+                whoops: true,
+            },
+            Acquisition {
+                ts_ns: 18_446_744_073_709_551_615,
+                whoops: false,
+            },
+        ];
+        let text = format_acquisition_log(&log);
+        assert_eq!(text, "5 w\n18446744073709551615 t\n");
+        assert_eq!(parse_acquisition_log(&text).unwrap(), log);
+        assert_eq!(parse_acquisition_log("\n  \n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn acquisition_log_errors_name_the_line() {
+        for bad in ["12 x", "12", "abc t", "12 t extra", "-1 t"] {
+            let text = format!("1 t\n{bad}\n");
+            let err = parse_acquisition_log(&text).unwrap_err().to_string();
+            assert!(err.contains("line 2"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn kernel_dev_matches_mkdev() {
+        // 8:1 (sda1) and 0:45 (an anonymous tmpfs/shmem device), encoded as userspace sees them.
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(kernel_dev(libc::makedev(0, 45)), 45);
+        assert_eq!(kernel_dev(libc::makedev(259, 300)), (259 << 20) | 300);
+    }
+
+    #[test]
+    fn names_match_the_cli_spelling() {
+        use clap::ValueEnum;
+        for l in LockKind::value_variants() {
+            assert_eq!(l.to_possible_value().unwrap().get_name(), lock_name(*l));
+        }
+        for s in Share::value_variants() {
+            assert_eq!(s.to_possible_value().unwrap().get_name(), share_name(*s));
+        }
+        assert_eq!(Role::Server.other(), Role::Client);
+        assert_eq!(Role::Client.to_string(), "client");
+    }
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
+    }
 }
