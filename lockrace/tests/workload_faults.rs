@@ -203,6 +203,11 @@ fn hostile_datagrams_are_refused_with_distinct_messages() {
             vec![a.as_raw_fd(), b.as_raw_fd()],
             "carried 2 file descriptors, expected exactly one",
         ),
+        (
+            "twenty fds (more than the server's control buffer holds)",
+            vec![a.as_raw_fd(); 20],
+            "carried more than 16 file descriptors, expected exactly one",
+        ),
         ("pipe", vec![pipe_r.as_raw_fd()], "is a pipe, not a memfd"),
         (
             "regular file",
@@ -368,6 +373,8 @@ fn rest(mut err: BufReader<std::process::ChildStderr>) -> String {
 #[test]
 fn run_names_a_child_that_died_and_stops_the_other() {
     for victim in ["client", "server"] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("run.json");
         let (mut run, server, client, err) = start_run(&[
             "--iterations",
             "100000000",
@@ -375,6 +382,8 @@ fn run_names_a_child_that_died_and_stops_the_other() {
             "posix",
             "--stall-timeout",
             "60",
+            "--json",
+            json.to_str().unwrap(),
         ]);
         std::thread::sleep(Duration::from_millis(300));
         let (dead, other) = if victim == "client" {
@@ -391,6 +400,15 @@ fn run_names_a_child_that_died_and_stops_the_other() {
         let want = format!("the {victim} (pid {dead}) was killed by SIGKILL");
         assert!(msg.contains(&want), "{msg}");
         assert!(gone(other) && gone(dead), "a child survived");
+        // The report is still written, marked incomplete with the reason.
+        let doc: lockrace::report::model::Document =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert!(!doc.complete);
+        assert!(
+            doc.incomplete_reasons[0].contains(&want),
+            "{:?}",
+            doc.incomplete_reasons
+        );
     }
 }
 

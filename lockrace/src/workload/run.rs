@@ -344,11 +344,13 @@ fn supervise(children: &mut [Child; 2]) -> anyhow::Result<Supervised> {
                     revents: 0,
                 })
                 .collect();
-            // Without pidfds (very old kernels) this degrades to polling every 20 ms.
+            // Without pidfds (very old kernels) this degrades to polling every 20 ms. With them
+            // the timeout only matters when a signal was delivered to another thread of this
+            // process (a capture thread): the flag is then seen within 250 ms.
             let timeout = if fds.is_empty() {
                 Duration::from_millis(20)
             } else {
-                Duration::from_secs(1)
+                Duration::from_millis(250)
             };
             wait_for(&mut fds, timeout, &during).context("cannot wait for the children")?;
         }
