@@ -1,3 +1,213 @@
-//! Capture: tracefs format parsing, eBPF loading/attaching, ring-buffer reading and decoding.
+//! Capture: tracefs format parsing ([`tracefs`]), eBPF loading/attaching ([`loader`]) and the
+//! ring-buffer reader (here), feeding decoded [`Event`]s to a [`Sink`].
+//!
+//! Invariants:
+//! - nothing is lost silently: records the kernel could not write are counted per CPU in the
+//!   kernel (`dropped`), records user space could not decode are counted (`decode_errors`), and
+//!   both reach [`CaptureStats`];
+//! - [`Capture::stop`] detaches every program first, then drains what is left in the ring, then
+//!   reads the drop counters, so the counts cover the whole capture;
+//! - dropping a [`Capture`] without `stop` still detaches everything (aya detaches on drop).
+pub mod loader;
 pub mod record;
 pub mod tracefs;
+
+use std::{
+    io::{self, Write},
+    thread::JoinHandle,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, sync::oneshot};
+
+pub use loader::{Filter, Loaded};
+
+use crate::events::{self, Event};
+
+/// Where decoded events go. Called on the reader thread, one event at a time.
+pub trait Sink: Send + 'static {
+    fn push(&mut self, e: &Event) -> io::Result<()>;
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps every event in memory (for analysis after the capture) and/or writes JSONL.
+#[derive(Default)]
+pub struct Collector {
+    pub events: Option<Vec<Event>>,
+    pub jsonl: Option<io::BufWriter<std::fs::File>>,
+}
+
+impl Collector {
+    pub fn new(keep: bool, jsonl: Option<&std::path::Path>) -> anyhow::Result<Collector> {
+        let jsonl = match jsonl {
+            Some(p) => Some(io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(p)
+                    .with_context(|| format!("cannot create {}", p.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Collector {
+            events: keep.then(Vec::new),
+            jsonl,
+        })
+    }
+}
+
+impl Sink for Collector {
+    fn push(&mut self, e: &Event) -> io::Result<()> {
+        if let Some(v) = &mut self.events {
+            v.push(*e);
+        }
+        if let Some(w) = &mut self.jsonl {
+            serde_json::to_writer(&mut *w, &events::JsonEvent::from(e))?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        if let Some(w) = &mut self.jsonl {
+            w.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// What a capture saw and lost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Events decoded and handed to the sink.
+    pub events: u64,
+    /// Records the kernel could not write (ring buffer full), all CPUs.
+    pub dropped: u64,
+    /// Records that did not decode (should be 0; counted, never fatal).
+    pub decode_errors: u64,
+}
+
+impl CaptureStats {
+    pub fn complete(&self) -> bool {
+        self.dropped == 0 && self.decode_errors == 0
+    }
+}
+
+/// A running capture: programs attached, a reader thread draining the ring buffer.
+pub struct Capture<S: Sink> {
+    loaded: Loaded,
+    stop_tx: Option<oneshot::Sender<()>>,
+    reader: Option<JoinHandle<io::Result<(S, u64, u64)>>>,
+}
+
+impl<S: Sink> Capture<S> {
+    /// Load, attach, and start reading into `sink`.
+    pub fn start(filter: &Filter, ring_buffer_bytes: u32, sink: S) -> anyhow::Result<Capture<S>> {
+        let mut loaded = Loaded::load(filter, ring_buffer_bytes)?;
+        let ring = loaded.take_ring()?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let reader = std::thread::Builder::new()
+            .name("lockrace-reader".into())
+            .spawn(move || read_ring(ring, sink, stop_rx))
+            .context("cannot start the ring-buffer reader thread")?;
+        Ok(Capture {
+            loaded,
+            stop_tx: Some(stop_tx),
+            reader: Some(reader),
+        })
+    }
+
+    /// The offsets this kernel's tracefs gave (and which field names it uses).
+    pub fn offsets(&self) -> &tracefs::Offsets {
+        &self.loaded.offsets
+    }
+
+    /// Detach, drain, count. Returns the sink and the stats.
+    pub fn stop(mut self) -> anyhow::Result<(S, CaptureStats)> {
+        self.loaded.detach();
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        let reader = self.reader.take().expect("reader present until stop");
+        let (sink, events, decode_errors) = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the ring-buffer reader thread panicked"))?
+            .context("reading the ring buffer")?;
+        let dropped = self.loaded.drops()?;
+        Ok((
+            sink,
+            CaptureStats {
+                events,
+                dropped,
+                decode_errors,
+            },
+        ))
+    }
+}
+
+impl<S: Sink> Drop for Capture<S> {
+    fn drop(&mut self) {
+        // Error paths: detach now and let the reader end; `stop` has taken these already.
+        if let Some(tx) = self.stop_tx.take() {
+            self.loaded.detach();
+            let _ = tx.send(());
+            if let Some(r) = self.reader.take() {
+                let _ = r.join();
+            }
+        }
+    }
+}
+
+/// Drain every record currently in the ring into the sink.
+fn drain<S: Sink>(
+    ring: &mut RingBuf<MapData>,
+    sink: &mut S,
+    events: &mut u64,
+    bad: &mut u64,
+) -> io::Result<()> {
+    while let Some(item) = ring.next() {
+        match events::decode(&item) {
+            Ok(e) => {
+                *events += 1;
+                sink.push(&e)?;
+            }
+            Err(err) => {
+                *bad += 1;
+                log::debug!("undecodable record: {err}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The reader thread: a current-thread tokio runtime waiting on the ring's fd.
+fn read_ring<S: Sink>(
+    ring: RingBuf<MapData>,
+    mut sink: S,
+    mut stop_rx: oneshot::Receiver<()>,
+) -> io::Result<(S, u64, u64)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut events, mut bad) = (0u64, 0u64);
+    rt.block_on(async {
+        // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring.
+        let mut afd =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)?;
+        loop {
+            tokio::select! {
+                guard = afd.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &mut sink, &mut events, &mut bad)?;
+                    guard.clear_ready();
+                }
+                _ = &mut stop_rx => break,
+            }
+        }
+        // Programs are detached before stop is signalled: what is left is the tail.
+        drain(afd.get_mut(), &mut sink, &mut events, &mut bad)?;
+        sink.finish()
+    })?;
+    Ok((sink, events, bad))
+}

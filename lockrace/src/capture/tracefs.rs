@@ -98,7 +98,7 @@ pub fn parse_format(text: &str) -> Result<Format, FormatError> {
     Ok(out)
 }
 
-/// `field:unsigned char type;	offset:56;	size:1;	signed:0;`
+/// `field:unsigned char type;<TAB>offset:56;<TAB>size:1;<TAB>signed:0;`
 fn parse_field(line: &str) -> Option<Field> {
     let mut decl = None;
     let mut offset = None;
