@@ -308,9 +308,12 @@ impl From<&Event> for JsonEvent {
                 j.target_comm = Some(s.target_comm.as_str().into_owned());
             }
             Data::Syscall(s) => {
-                j.fd = Some(s.fd);
                 j.cmd = Some(s.cmd);
-                j.ret = Some(s.ret);
+                if matches!(e.kind, Kind::SysEnterFcntl | Kind::SysEnterFlock) {
+                    j.fd = Some(s.fd);
+                } else {
+                    j.ret = Some(s.ret);
+                }
                 if let Some(t) = s.l_type {
                     j.l_type = Some(t);
                     j.l_whence = Some(s.l_whence);

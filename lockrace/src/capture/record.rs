@@ -1,8 +1,275 @@
-//! `lockrace record`: record the lock events of a command or of running processes to JSONL.
-use std::process::ExitCode;
+//! `lockrace record`: record the file-lock and related scheduler events of a command (and every
+//! process it forks), or of running processes, to JSONL.
+//!
+//! Invariants: the programs are attached before the command starts (our own pid is in the
+//! filter and the kernel adopts what we fork), so its first lock request is seen; the command is
+//! always reaped, also on Ctrl-C/SIGTERM (it gets SIGTERM, then SIGKILL after a grace period);
+//! the exit status is the command's (128+N when a signal killed it, 127 when it was not found).
+use std::{
+    os::unix::process::ExitStatusExt,
+    path::Path,
+    process::{Child, Command, ExitCode, ExitStatus},
+    time::{Duration, Instant},
+};
 
-use crate::cli::RecordArgs;
+use anyhow::Context as _;
+use nix::{sys::signal, unistd::Pid};
+
+use super::{Capture, CaptureStats, Collector, Filter};
+use crate::{app::hinted, cli::RecordArgs, signals};
+
+/// How long a command gets to exit after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(20);
+
+/// Validated `record` arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordConfig {
+    pub pids: Vec<u32>,
+    pub cmd: Vec<String>,
+    pub duration: Option<Duration>,
+    pub ring_buffer_bytes: u32,
+}
+
+impl RecordConfig {
+    pub fn from_args(args: &RecordArgs) -> anyhow::Result<RecordConfig> {
+        if args.cmd.is_empty() && args.pid.is_empty() {
+            return Err(hinted(
+                "nothing to record",
+                "give a command after `--` or one or more --pid",
+            ));
+        }
+        for &pid in &args.pid {
+            if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(hinted(
+                    format!("no process with pid {pid}"),
+                    "check the pid with `ps -p PID`",
+                ));
+            }
+        }
+        let duration = match args.duration {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(hinted(
+                    format!("--duration {s} is not a positive number of seconds"),
+                    "e.g. --duration 10",
+                ));
+            }
+        };
+        Ok(RecordConfig {
+            pids: args.pid.clone(),
+            cmd: args.cmd.clone(),
+            duration,
+            ring_buffer_bytes: args.ring_buffer_mb << 20,
+        })
+    }
+}
+
+/// Why recording stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    CommandExited(ExitStatus),
+    CommandNotFound,
+    ProcessesGone,
+    Duration,
+    Signal(signal::Signal),
+}
+
+/// Wait for the first stop condition. Reaps the command in every case.
+fn supervise(cfg: &RecordConfig, mut child: Option<Child>) -> anyhow::Result<Stop> {
+    let started = Instant::now();
+    loop {
+        if let Some(c) = &mut child
+            && let Some(st) = c.try_wait()?
+        {
+            return Ok(Stop::CommandExited(st));
+        }
+        if child.is_none()
+            && cfg
+                .pids
+                .iter()
+                .all(|&p| signal::kill(Pid::from_raw(p as i32), None).is_err())
+        {
+            return Ok(Stop::ProcessesGone);
+        }
+        let why = if let Some(sig) = signals::received() {
+            Some(Stop::Signal(sig))
+        } else if cfg.duration.is_some_and(|d| started.elapsed() >= d) {
+            Some(Stop::Duration)
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            if let Some(c) = child.take() {
+                end_child(c);
+            }
+            return Ok(why);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// SIGTERM, a grace period, SIGKILL; always reaped.
+pub fn end_child(mut c: Child) {
+    let pid = Pid::from_raw(c.id() as i32);
+    let _ = signal::kill(pid, signal::Signal::SIGTERM);
+    let deadline = Instant::now() + GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn exit_code_of(st: ExitStatus) -> u8 {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => c.clamp(0, 255) as u8,
+        (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
+        _ => 1,
+    }
+}
+
+pub fn summary_line(path: &Path, stats: &CaptureStats) -> String {
+    let mut s = format!(
+        "lockrace: recorded {} events to {}",
+        stats.events,
+        path.display()
+    );
+    if stats.dropped > 0 {
+        s.push_str(&format!(
+            "; {} events DROPPED (ring buffer full): the recording is incomplete, try a larger --ring-buffer-mb",
+            stats.dropped
+        ));
+    }
+    if stats.decode_errors > 0 {
+        s.push_str(&format!("; {} undecodable records", stats.decode_errors));
+    }
+    s
+}
 
 pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("record is not built yet ({})", args.events.display())
+    let cfg = RecordConfig::from_args(&args)?;
+    signals::install()?;
+    let mut tgids = cfg.pids.clone();
+    if !cfg.cmd.is_empty() {
+        // What we fork is adopted in the kernel (sched_process_fork), so the command is traced
+        // from its first instruction.
+        tgids.push(std::process::id());
+    }
+    let sink = Collector::new(false, Some(&args.events))?;
+    let capture = Capture::start(
+        &Filter {
+            tgids,
+            inodes: vec![],
+        },
+        cfg.ring_buffer_bytes,
+        sink,
+    )?;
+    let what = if cfg.cmd.is_empty() {
+        format!(
+            "pid {}",
+            cfg.pids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!("`{}`", cfg.cmd.join(" "))
+    };
+    eprintln!("Tracing file locks of {what}... Hit Ctrl-C to end.");
+
+    let child = if cfg.cmd.is_empty() {
+        None
+    } else {
+        match Command::new(&cfg.cmd[0]).args(&cfg.cmd[1..]).spawn() {
+            Ok(c) => Some(c),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (_, stats) = capture.stop()?;
+                log::debug!("{}", summary_line(&args.events, &stats));
+                eprintln!("lockrace: command not found: {}", cfg.cmd[0]);
+                return Ok(ExitCode::from(127));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot start {}", cfg.cmd[0])),
+        }
+    };
+    let stop = supervise(&cfg, child);
+    eprint!("Detaching... ");
+    let (_, stats) = capture.stop()?;
+    eprintln!("done");
+    eprintln!("{}", summary_line(&args.events, &stats));
+    Ok(match stop? {
+        Stop::CommandExited(st) => ExitCode::from(exit_code_of(st)),
+        Stop::CommandNotFound => ExitCode::from(127),
+        Stop::ProcessesGone | Stop::Duration => ExitCode::SUCCESS,
+        Stop::Signal(sig) => ExitCode::from(signals::exit_code(sig)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> anyhow::Result<RecordConfig> {
+        let cli = crate::cli::Cli::try_parse_from(args)?;
+        match cli.command {
+            crate::cli::Command::Record(r) => RecordConfig::from_args(&r),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn needs_a_command_or_a_pid() {
+        let e = parse(&["lockrace", "record", "--events", "x.jsonl"]).unwrap_err();
+        assert!(e.to_string().contains("nothing to record"));
+        let c = parse(&[
+            "lockrace", "record", "--events", "x.jsonl", "--", "true", "-x",
+        ])
+        .unwrap();
+        assert_eq!(c.cmd, vec!["true", "-x"]);
+    }
+
+    #[test]
+    fn missing_pid_and_bad_duration_are_refused() {
+        let e = parse(&["lockrace", "record", "--events", "x", "--pid", "999999999"]).unwrap_err();
+        assert!(
+            e.to_string().contains("no process with pid 999999999"),
+            "{e}"
+        );
+        let me = std::process::id().to_string();
+        let e = parse(&[
+            "lockrace",
+            "record",
+            "--events",
+            "x",
+            "--pid",
+            &me,
+            "--duration",
+            "-1",
+        ]);
+        assert!(e.is_err());
+        let c = parse(&[
+            "lockrace",
+            "record",
+            "--events",
+            "x",
+            "--pid",
+            &me,
+            "--duration",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(c.duration, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_command() {
+        assert_eq!(exit_code_of(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code_of(ExitStatus::from_raw(9)), 137);
+    }
 }
