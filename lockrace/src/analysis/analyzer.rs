@@ -279,13 +279,11 @@ pub struct Analyzer<'o> {
     input: AnalysisInput,
 }
 
-impl Analyzer<'static> {
-    pub fn new(input: &AnalysisInput) -> Analyzer<'static> {
+impl<'o> Analyzer<'o> {
+    pub fn new(input: &AnalysisInput) -> Analyzer<'o> {
         Analyzer::build(input, None)
     }
-}
 
-impl<'o> Analyzer<'o> {
     /// An analyzer that streams per-request/hold/release records to `obs` as well.
     pub fn with_observer(input: &AnalysisInput, obs: &'o mut dyn Observer) -> Analyzer<'o> {
         Analyzer::build(input, Some(obs))
@@ -392,7 +390,9 @@ impl<'o> Core<'o> {
         let t = match self.tasks.entry(e.tid) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
-                if let Some(obs) = self.obs.as_deref_mut() {
+                if let Some(obs) = self.obs.as_deref_mut()
+                    && e.tid != 0
+                {
                     obs.on_task(e.tid, e.tgid, &e.comm.as_str());
                 }
                 if let Some(w) = self.whoops.as_mut()
@@ -1626,6 +1626,7 @@ impl<'o> Core<'o> {
         let mut tasks: Vec<TaskInfo> = self
             .tasks
             .iter()
+            .filter(|(tid, _)| **tid != 0)
             .map(|(&tid, t)| TaskInfo {
                 tid,
                 tgid: t.tgid,

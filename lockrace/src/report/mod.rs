@@ -1,3 +1,12 @@
 //! Reports: one model ([`model::Document`]), several renderings (terminal, JSON, Perfetto).
+//!
+//! Entry points: [`build`] fills a document from an [`crate::analysis::Analysis`];
+//! [`terminal::render`] prints it; `serde_json` writes it (`--json`); [`perfetto`] writes the
+//! trace; [`offline`] is `lockrace report EVENTS.jsonl`.
+pub mod build;
 pub mod model;
 pub mod offline;
+pub mod perfetto;
+pub mod terminal;
+
+pub use build::build;

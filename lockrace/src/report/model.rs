@@ -1,6 +1,9 @@
 //! The versioned report document: what `--json` writes, and what every other rendering is
 //! built from. Schema documented in docs/REPORT-SCHEMA.md; bump [`SCHEMA_VERSION`] on any
-//! incompatible change.
+//! incompatible change (adding a field with a default is compatible).
+//!
+//! Invariants: every list is bounded (see the analysis caps); kernel pointers are hex strings
+//! (JSON numbers lose precision above 2^53); durations are integer nanoseconds.
 use serde::{Deserialize, Serialize};
 
 use crate::workload::WorkloadReport;
@@ -36,6 +39,233 @@ pub struct Document {
     pub capture: Option<CaptureInfo>,
     /// Null when the events were not produced by `lockrace run`.
     pub workload: Option<WorkloadReport>,
+    /// The answer in a few sentences, most important first (what the terminal prints first).
+    #[serde(default)]
+    pub verdict: Vec<String>,
+    /// Analyzer counters; null when no events were analysed (untraced run).
+    #[serde(default)]
+    pub analysis: Option<AnalysisReport>,
+    /// One entry per lock (inode, lock class, overlapping byte ranges).
+    #[serde(default)]
+    pub locks: Vec<LockReport>,
+    /// Whoops explained by kernel events; null when not a traced `run`.
+    #[serde(default)]
+    pub whoops: Option<WhoopsReport>,
+    #[serde(default)]
+    pub diagnosis: Vec<Diagnosis>,
+    /// The worst handoffs (unfair first, then longest-waiting), with short timelines.
+    #[serde(default)]
+    pub worst_handoffs: Vec<HandoffReport>,
+    /// Tasks seen in the events (first 256 by tid), for names.
+    #[serde(default)]
+    pub tasks: Vec<TaskReport>,
+}
+
+/// Analyzer counters (docs/REPORT-SCHEMA.md explains each).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnalysisReport {
+    pub events: u64,
+    pub lock_events: u64,
+    pub sched_events: u64,
+    pub syscall_events: u64,
+    /// Last event timestamp minus first.
+    pub duration_ns: u64,
+    pub reordered: u64,
+    pub out_of_order: u64,
+    pub syscalls: u64,
+    pub unfinished_requests: u64,
+    pub unfinished_blocked: u64,
+    pub missing_exits: u64,
+    pub missing_enters: u64,
+    pub lock_events_outside_syscalls: u64,
+    pub implicit_unlocks: u64,
+    pub inconsistencies: u64,
+    pub unattributed_wakes: u64,
+    pub unexpected_returns: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandoffCountsReport {
+    pub fifo: u64,
+    pub self_barge: u64,
+    pub newcomer_barge: u64,
+    pub waiter_reorder: u64,
+    pub unresolved: u64,
+}
+
+/// Percentiles of a duration distribution (from log-linear buckets, within 6.25%; `max` exact).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: Option<u64>,
+    pub p90: Option<u64>,
+    pub p99: Option<u64>,
+    pub max: Option<u64>,
+}
+
+/// One power-of-two histogram bucket: `count` samples in `[lo_ns, hi_ns]`.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistBucket {
+    pub lo_ns: u64,
+    pub hi_ns: u64,
+    pub count: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeReport {
+    pub start: i64,
+    /// Inclusive; null = to end of file.
+    pub end: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerReport {
+    /// Kernel pointer (`files_struct` for POSIX, `struct file` for OFD/flock), hex.
+    pub owner: String,
+    pub tgids: Vec<u32>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockReport {
+    /// Short name used in messages: `major:minor/ino[range] (flock)`.
+    pub name: String,
+    /// `s_dev` as the kernel encodes it (major << 20 | minor).
+    pub dev: u32,
+    /// `major:minor`.
+    pub device: String,
+    pub ino: u64,
+    pub path: Option<String>,
+    /// Flavours seen: `posix`, `ofd`, `flock`, joined with `+`.
+    pub kind: String,
+    pub range: RangeReport,
+    pub owners: Vec<OwnerReport>,
+    pub owners_truncated: bool,
+    pub requests: u64,
+    pub blocks: u64,
+    pub blocked_requests: u64,
+    pub grants: u64,
+    pub releases: u64,
+    pub errors: u64,
+    pub would_block: u64,
+    pub handoffs: HandoffCountsReport,
+    pub wake_inversions: u64,
+    pub wake_order_ambiguous: u64,
+    pub spurious_wakes: u64,
+    pub overlapping_grants: u64,
+    /// Tgids in the order their requests first blocked (first 1,000).
+    pub block_order: Vec<u32>,
+    /// Tgids in the order they were granted (first 1,000).
+    pub grant_order: Vec<u32>,
+    pub wait_ns: Percentiles,
+    pub wake_to_run_ns: Percentiles,
+    pub wait_histogram: Vec<HistBucket>,
+    pub wake_to_run_histogram: Vec<HistBucket>,
+    pub wakes: u64,
+    pub wakes_same_cpu: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhoopsCauses {
+    pub self_barge: u64,
+    pub peer_not_waiting: u64,
+    pub no_exclusion: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleWhoopsReport {
+    pub role: String,
+    pub tgid: u32,
+    pub acquisitions: u64,
+    pub grants: u64,
+    pub whoops: u64,
+    pub explained: u64,
+    pub by_cause: WhoopsCauses,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhoopsExampleReport {
+    pub role: String,
+    pub index: u64,
+    pub acquisition_ts_ns: u64,
+    pub grant_ts_ns: u64,
+    pub cause: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhoopsReport {
+    pub total: u64,
+    pub explained: u64,
+    pub by_cause: WhoopsCauses,
+    pub roles: Vec<RoleWhoopsReport>,
+    pub mismatches: Vec<String>,
+    pub examples: Vec<WhoopsExampleReport>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// One finding: a stable `code`, a one-line `message`, and the numbers behind it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    pub code: String,
+    pub severity: Severity,
+    pub message: String,
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskReport {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaiterReport {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub first_block_ts_ns: u64,
+    /// `read` or `write`.
+    pub want: String,
+    /// Already woken when the release happened.
+    pub woken: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimelineItem {
+    pub ts_ns: u64,
+    /// Since the first item of the timeline.
+    pub dt_ns: u64,
+    pub tid: u32,
+    pub cpu: u32,
+    /// `released`, `woke`, `ran`, `reblocked`, `granted`, `failed`.
+    pub event: String,
+    pub text: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandoffReport {
+    /// Index into `locks`.
+    pub lock: usize,
+    pub release_ts_ns: u64,
+    pub releaser: TaskReport,
+    pub releaser_cpu: u32,
+    /// `fifo`, `self_barge`, `newcomer_barge`, `waiter_reorder` or `unresolved`.
+    pub outcome: String,
+    pub waiters: Vec<WaiterReport>,
+    pub waiters_total: usize,
+    pub wake_order: Vec<u32>,
+    pub next: Option<TaskReport>,
+    pub grant_ts_ns: Option<u64>,
+    pub oldest_wait_ns: u64,
+    pub timeline: Vec<TimelineItem>,
+    pub timeline_truncated: bool,
 }
 
 impl Document {
@@ -50,12 +280,22 @@ impl Document {
             },
             capture: None,
             workload: None,
+            verdict: Vec::new(),
+            analysis: None,
+            locks: Vec::new(),
+            whoops: None,
+            diagnosis: Vec::new(),
+            worst_handoffs: Vec::new(),
+            tasks: Vec::new(),
         }
     }
 
     pub fn mark_incomplete(&mut self, why: impl Into<String>) {
         self.complete = false;
-        self.incomplete_reasons.push(why.into());
+        let why = why.into();
+        if !self.incomplete_reasons.contains(&why) {
+            self.incomplete_reasons.push(why);
+        }
     }
 }
 
