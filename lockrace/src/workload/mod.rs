@@ -19,6 +19,7 @@ pub mod lock;
 pub mod role;
 pub mod run;
 pub mod shared;
+pub mod traced;
 pub mod watchdog;
 
 /// Size of the memfd the client creates and the server insists on.
@@ -75,12 +76,15 @@ pub struct RoleReport {
 }
 
 /// The `workload` object of the JSON report.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WorkloadReport {
     pub lock: String,
     pub share: String,
     pub iterations: u64,
     pub roles: Vec<RoleReport>,
+    /// Traced runs with a baseline: untraced vs traced whoops per handoff.
+    #[serde(default)]
+    pub probe_effect: Option<traced::ProbeEffect>,
 }
 
 /// One lock grant a role received, from its acquisition log.

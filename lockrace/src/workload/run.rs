@@ -171,6 +171,7 @@ impl RunOutcome {
                 .iter()
                 .filter_map(|r| r.report.clone())
                 .collect(),
+            probe_effect: None,
         }
     }
 }
@@ -587,7 +588,7 @@ pub fn document(cfg: &RunConfig, outcome: &RunOutcome) -> Document {
     doc
 }
 
-fn write_document(path: &Path, doc: &Document) -> anyhow::Result<()> {
+pub fn write_document(path: &Path, doc: &Document) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(doc)?;
     std::fs::write(path, text + "\n")
         .with_context(|| format!("cannot write the report {}", path.display()))
@@ -595,16 +596,42 @@ fn write_document(path: &Path, doc: &Document) -> anyhow::Result<()> {
 
 pub fn main(args: RunArgs, _verbose: u8) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::from_args(&args)?;
-    crate::signals::install()?;
-    if !args.no_trace {
-        log::warn!("kernel tracing is not wired into `run` yet; running untraced (--no-trace)");
+    let wants_trace = !args.no_trace;
+    let root = nix::unistd::geteuid().is_root();
+    if wants_trace && root {
+        return super::traced::main(&args, &cfg);
     }
+    if args.events.is_some() || args.perfetto.is_some() {
+        return Err(crate::app::hinted(
+            "--events and --perfetto need kernel tracing, which needs root",
+            "run it with sudo (and without --no-trace)",
+        ));
+    }
+    if wants_trace {
+        eprintln!(
+            "lockrace: not root, so the run is untraced (run it with sudo to see the kernel's side)"
+        );
+    }
+    crate::signals::install()?;
     let outcome = execute(&cfg)?;
     if outcome.roles().iter().any(|r| r.report.is_some()) {
         print!("{}", render_summary(&cfg, &outcome, false));
     }
-    if let Some(path) = &args.json {
-        write_document(path, &document(&cfg, &outcome))?;
+    finish(&args, &cfg, outcome, None)
+}
+
+/// Write the report (the untraced document when `doc` is None) and turn the outcome into the
+/// exit code: 130/143 when interrupted, an error naming the failure, else success.
+pub fn finish(
+    args: &RunArgs,
+    cfg: &RunConfig,
+    outcome: RunOutcome,
+    doc: Option<Document>,
+) -> anyhow::Result<ExitCode> {
+    if doc.is_none()
+        && let Some(path) = &args.json
+    {
+        write_document(path, &document(cfg, &outcome))?;
     }
     if let Some(sig) = outcome.interrupted {
         eprintln!(

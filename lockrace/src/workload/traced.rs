@@ -1,0 +1,207 @@
+//! The traced `lockrace run`: an untraced baseline, then the same workload under the eBPF
+//! capture, then the analysis that ties every whoops to its kernel cause.
+//!
+//! Invariants: the capture is attached before the children start and filters on this process's
+//! tgid (the kernel adopts the children on fork), so every lock request of the run is seen; the
+//! capture is stopped (programs detached, ring drained, drops counted) whatever the workload's
+//! outcome; a report is always written when asked for, marked incomplete when anything is
+//! missing (interrupted run, dead child, dropped events).
+use std::process::ExitCode;
+
+use serde::{Deserialize, Serialize};
+
+use super::run::{RunConfig, RunOutcome, document, execute, render_summary, write_document};
+use crate::{
+    analysis::{self, AnalysisInput, RoleInput, WhoopsInput},
+    capture::{Capture, Collector, Filter},
+    cli::RunArgs,
+    report::{self, model::CaptureInfo},
+    signals,
+};
+
+/// How much tracing moved the race: untraced vs traced whoops per handoff.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct ProbeEffect {
+    pub untraced_whoops_per_handoff: f64,
+    pub traced_whoops_per_handoff: f64,
+    /// traced / untraced (1.0: the probes did not move the race). Null when untraced is 0.
+    pub ratio: Option<f64>,
+}
+
+/// Whoops per handoff of a whole run: all whoops over all completed turns.
+pub fn whoops_per_handoff(outcome: &RunOutcome) -> Option<f64> {
+    let reports: Vec<_> = outcome
+        .roles()
+        .iter()
+        .filter_map(|r| r.report.clone())
+        .collect();
+    if reports.len() != 2 {
+        return None;
+    }
+    let whoops: u64 = reports.iter().map(|r| r.whoops).sum();
+    let turns: u64 = reports.iter().map(|r| r.iterations).sum();
+    (turns > 0).then(|| whoops as f64 / turns as f64)
+}
+
+pub fn probe_effect(untraced: f64, traced: f64) -> ProbeEffect {
+    ProbeEffect {
+        untraced_whoops_per_handoff: untraced,
+        traced_whoops_per_handoff: traced,
+        ratio: (untraced > 0.0).then(|| traced / untraced),
+    }
+}
+
+/// What the analysis needs besides the events: the memfd and the roles' acquisition logs.
+pub fn analysis_input(outcome: &RunOutcome) -> AnalysisInput {
+    let Some(m) = outcome.memfd else {
+        return AnalysisInput::default();
+    };
+    let dev = m.dev as u32;
+    AnalysisInput {
+        paths: vec![((dev, m.ino), "memfd:lockrace (the handoff)".to_string())],
+        whoops: Some(WhoopsInput {
+            dev,
+            ino: m.ino,
+            roles: outcome
+                .roles()
+                .iter()
+                .map(|r| RoleInput {
+                    name: r.role.as_str().to_string(),
+                    tgid: r.pid,
+                    acquisitions: r
+                        .acquisitions
+                        .iter()
+                        .map(|a| analysis::Acquisition {
+                            ts_ns: a.ts_ns,
+                            whoops: a.whoops,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }),
+        reorder_window_ns: None,
+    }
+}
+
+/// The cross-check line: kernel-seen grants per role vs the role's own acquisitions.
+pub fn cross_check(doc: &report::model::Document) -> Option<String> {
+    let w = doc.whoops.as_ref()?;
+    let parts: Vec<String> = w
+        .roles
+        .iter()
+        .map(|r| {
+            let mark = if r.grants == r.acquisitions {
+                "ok"
+            } else {
+                "MISMATCH"
+            };
+            format!(
+                "{} {} kernel grants / {} acquisitions ({mark})",
+                r.role, r.grants, r.acquisitions
+            )
+        })
+        .collect();
+    Some(format!("  cross-check: {}", parts.join("; ")))
+}
+
+pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
+    signals::install()?;
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        eprintln!("Baseline: the same run untraced...");
+        let b = execute(cfg)?;
+        if b.interrupted.is_some() || b.failure.is_some() {
+            return super::run::finish(args, cfg, b, None);
+        }
+        Some(b)
+    };
+
+    let sink = Collector::new(true, args.events.as_deref())?;
+    let filter = Filter {
+        tgids: vec![std::process::id()],
+        inodes: vec![],
+    };
+    let capture = Capture::start(&filter, args.ring_buffer_mb << 20, sink)?;
+    eprintln!(
+        "Tracing the handoff ({} probes attached, {} field names)... Hit Ctrl-C to end.",
+        crate::capture::loader::PROGRAMS.len(),
+        capture.offsets().lock_field_names
+    );
+    let outcome = execute(cfg);
+    eprint!("Detaching... ");
+    let (sink, stats) = capture.stop()?;
+    eprintln!("done");
+    let outcome = outcome?;
+    let events = sink.events.unwrap_or_default();
+
+    let input = analysis_input(&outcome);
+    let analysis = match &args.perfetto {
+        Some(p) => report::perfetto::write(p, &events, &input)?,
+        None => analysis::analyze(&events, &input),
+    };
+    let mut doc = document(cfg, &outcome);
+    doc.capture = Some(CaptureInfo {
+        events: stats.events,
+        dropped: stats.dropped,
+        complete: stats.complete(),
+    });
+    if stats.dropped > 0 {
+        doc.mark_incomplete(format!(
+            "{} events dropped (ring buffer full; try --ring-buffer-mb)",
+            stats.dropped
+        ));
+    }
+    if stats.decode_errors > 0 {
+        doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
+    }
+    report::build(&mut doc, &analysis);
+    let effect = match (
+        baseline.as_ref().and_then(whoops_per_handoff),
+        whoops_per_handoff(&outcome),
+    ) {
+        (Some(u), Some(t)) => Some(probe_effect(u, t)),
+        _ => None,
+    };
+    if let Some(w) = doc.workload.as_mut() {
+        w.probe_effect = effect;
+    }
+
+    if outcome.roles().iter().any(|r| r.report.is_some()) {
+        if let Some(b) = &baseline {
+            print!("{}", render_summary(cfg, b, false));
+        }
+        print!("{}", render_summary(cfg, &outcome, true));
+        if let Some(line) = cross_check(&doc) {
+            println!("{line}");
+        }
+        if let Some(e) = effect {
+            println!(
+                "  probe effect: whoops/handoff untraced {:.2}, traced {:.2}{}",
+                e.untraced_whoops_per_handoff,
+                e.traced_whoops_per_handoff,
+                e.ratio
+                    .map(|r| format!(" (ratio {r:.2})"))
+                    .unwrap_or_default()
+            );
+        }
+        println!();
+    }
+    print!("{}", report::terminal::render(&doc));
+    if let Some(path) = &args.json {
+        write_document(path, &doc)?;
+    }
+    super::run::finish(args, cfg, outcome, Some(doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_effect_ratio() {
+        let e = probe_effect(10.0, 9.0);
+        assert_eq!(e.ratio, Some(0.9));
+        assert_eq!(probe_effect(0.0, 3.0).ratio, None);
+    }
+}
