@@ -20,6 +20,9 @@ fn trace_of(events: &[lockrace::events::Event]) -> Value {
     serde_json::from_slice(&bytes).expect("the trace is valid JSON")
 }
 
+/// (start ns, duration ns, name) of a complete slice.
+type Slice = (i64, i64, String);
+
 fn ts_ns(v: &Value) -> i64 {
     (v.as_f64().expect("numeric ts") * 1000.0).round() as i64
 }
@@ -31,7 +34,7 @@ fn check(trace: &Value) -> usize {
     let mut named: HashSet<(u64, u64)> = HashSet::new();
     let mut be: HashMap<(u64, u64), Vec<String>> = HashMap::new();
     let mut flows: BTreeMap<u64, Vec<(i64, bool, bool)>> = BTreeMap::new();
-    let mut tracks: HashMap<(u64, u64), Vec<(i64, i64, String)>> = HashMap::new();
+    let mut tracks: HashMap<(u64, u64), Vec<Slice>> = HashMap::new();
     for e in evs {
         let ph = e["ph"].as_str().expect("ph");
         let key = (
@@ -94,7 +97,7 @@ fn check(trace: &Value) -> usize {
     // nest in the enclosing one or start at/after its end.
     for (k, slices) in tracks.iter_mut() {
         slices.sort_by_key(|s| (s.0, std::cmp::Reverse(s.1)));
-        let mut stack: Vec<(i64, i64, String)> = Vec::new();
+        let mut stack: Vec<Slice> = Vec::new();
         for s in slices.iter() {
             while let Some(top) = stack.last() {
                 let end = top.0 + top.1;

@@ -272,6 +272,21 @@ struct Core<'o> {
     scratch: Vec<usize>,
 }
 
+/// Sizes of the analyzer's state ([`Analyzer::footprint`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub tasks: usize,
+    pub locks: usize,
+    pub waiters: usize,
+    pub holds: usize,
+    pub issued_wakes: usize,
+    pub blocked_fls: usize,
+    pub reorder_buffered: usize,
+    pub worst: usize,
+    /// The one state that grows: 16 bytes per role grant on the memfd (whoops correlation).
+    pub role_grant_notes: usize,
+}
+
 /// The streaming analyzer. See the module documentation.
 pub struct Analyzer<'o> {
     reorder: Reorder,
@@ -329,6 +344,26 @@ impl<'o> Analyzer<'o> {
     pub fn extend<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
         for e in events {
             self.push(e);
+        }
+    }
+
+    /// Sizes of the analyzer's internal state (for tests proving it stays bounded).
+    pub fn footprint(&self) -> Footprint {
+        let c = &self.core;
+        Footprint {
+            tasks: c.tasks.len(),
+            locks: c.locks.len(),
+            waiters: c.locks.iter().map(|l| l.waiters.len()).sum(),
+            holds: c.locks.iter().map(|l| l.holds.len()).sum(),
+            issued_wakes: c.tasks.values().map(|t| t.issued.len()).sum(),
+            blocked_fls: c.waiter_by_fl.len(),
+            reorder_buffered: self.reorder.len(),
+            worst: c.worst.len(),
+            role_grant_notes: c
+                .whoops
+                .as_ref()
+                .map(|w| w.grants.iter().map(Vec::len).sum())
+                .unwrap_or(0),
         }
     }
 

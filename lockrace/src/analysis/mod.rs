@@ -13,7 +13,7 @@ pub mod synth;
 pub mod types;
 pub mod whoops;
 
-pub use analyzer::Analyzer;
+pub use analyzer::{Analyzer, Footprint};
 pub use types::*;
 pub use whoops::{Acquisition, RoleInput, WhoopsCause, WhoopsInput, WhoopsResult};
 

@@ -75,6 +75,15 @@ impl Reorder {
         }
     }
 
+    /// Events currently held.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Release everything still held, in order.
     pub fn drain(&mut self, mut out: impl FnMut(&Event)) {
         while let Some(f) = self.buf.pop_front() {

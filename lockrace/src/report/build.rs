@@ -432,7 +432,7 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
             evidence: json!({ "dropped": c.dropped, "events": c.events }),
         });
     }
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|d| std::cmp::Reverse(d.severity));
     out
 }
 
