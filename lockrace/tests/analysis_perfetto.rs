@@ -206,3 +206,17 @@ fn write_errors_surface_at_finish() {
     let err = w.finish().err().expect("the write error is reported");
     assert!(err.to_string().contains("disk full"));
 }
+
+#[test]
+fn recorded_fixtures_trace_is_well_formed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+    for name in ["ground-truth", "posix-reopen", "ofd-same"] {
+        let (events, _) =
+            lockrace::report::offline::read_events(&dir.join(format!("{name}.jsonl"))).unwrap();
+        let t = trace_of(&events);
+        let flows = check(&t);
+        if name != "ofd-same" {
+            assert!(flows > 0, "{name}: no wake flows");
+        }
+    }
+}
