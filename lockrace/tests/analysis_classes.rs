@@ -411,6 +411,7 @@ fn whoops_self_barge_positive_and_negative() {
     let w = run_whoops(&s, &[(100, 1)]);
     assert_eq!((w.total, w.explained), (1, 1));
     assert_eq!(w.by_cause.self_barge, 1);
+    assert_eq!(w.by_peer_state.woken_not_running, 1);
     assert!(w.mismatches.is_empty(), "{:?}", w.mismatches);
     // Server's 1st acquisition: the client was not waiting yet.
     let w = run_whoops(&s, &[(100, 0)]);
@@ -430,7 +431,18 @@ fn whoops_peer_not_waiting_positive_and_negative() {
     s.lock_now(&c, F_WRLCK);
     let w = run_whoops(&s, &[(100, 1)]);
     assert_eq!(w.by_cause.peer_not_waiting, 1);
+    assert_eq!(w.by_peer_state.not_in_request, 1);
     assert_eq!(w.explained, 1);
+    // The client has entered fcntl but not reached the lock code yet: still not waiting.
+    let (s_, c) = (server(), client());
+    let mut s = Script::new();
+    s.lock_now(&s_, F_WRLCK);
+    s.unlock(&s_, &[]);
+    s.enter(&c, F_WRLCK, true);
+    s.lock_now(&s_, F_WRLCK);
+    let w = run_whoops(&s, &[(100, 1)]);
+    assert_eq!(w.by_cause.peer_not_waiting, 1);
+    assert_eq!(w.by_peer_state.in_request_not_blocked, 1);
     // Negative: same whoops index in the barging script is not peer_not_waiting.
     let w = run_whoops(&self_barge_script(), &[(100, 1)]);
     assert_eq!(w.by_cause.peer_not_waiting, 0);

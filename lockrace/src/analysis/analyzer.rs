@@ -32,7 +32,7 @@ use super::observer::{
 };
 use super::reorder::{DEFAULT_CAP, DEFAULT_WINDOW_NS, Reorder};
 use super::types::*;
-use super::whoops::{self, GrantNote, WhoopsCause};
+use super::whoops::{self, GrantNote, PeerState};
 use crate::events::{Comm, Event, Kind, LockData};
 
 /// Two sibling waiters woken against their block order count as a wake inversion only when
@@ -1322,6 +1322,21 @@ impl<'o> Core<'o> {
         }
         let key = |r: &HandoffRecord| (r.outcome.is_unfair(), r.oldest_wait_ns);
         let k = key(&open.rec);
+        // One record per waiting episode (lock, oldest waiter, its first block): a waiter
+        // barged a thousand times would otherwise fill the list with copies.
+        let episode = |r: &HandoffRecord| {
+            (
+                resolve(&self.locks, r.lock),
+                r.waiters.first().map(|w| (w.task.tid, w.first_block_ts)),
+            )
+        };
+        let ep = episode(&open.rec);
+        if let Some(i) = self.worst.iter().position(|w| episode(w) == ep) {
+            if key(&self.worst[i]) >= k {
+                return;
+            }
+            self.worst.remove(i);
+        }
         if self.worst.len() < WORST_CAP || self.worst.last().is_some_and(|w| key(w) < k) {
             let pos = self.worst.partition_point(|w| key(w) >= k);
             self.worst.insert(pos, open.rec);
@@ -1538,38 +1553,56 @@ impl<'o> Core<'o> {
             return;
         }
         let Some(ri) = w.role(e.tgid) else { return };
-        let mut cause = WhoopsCause::PeerNotWaiting;
         let shared = w
             .tgids
             .iter()
             .enumerate()
             .any(|(rj, &tg)| tg != e.tgid && w.owner[rj] == Some(l.owner));
-        if shared {
-            cause = WhoopsCause::NoExclusion;
+        // The most telling state among the other roles' tasks.
+        let mut peer = if shared {
+            PeerState::SharedOwner
         } else {
-            let waiting = w.tgids.iter().enumerate().any(|(rj, &tg)| {
-                tg != e.tgid
-                    && w.tids[rj].iter().any(|tid| {
-                        self.tasks
-                            .get(tid)
-                            .and_then(|t| t.req.as_ref())
-                            .is_some_and(|r| {
-                                r.waiting()
-                                    && r.lock.is_some_and(|id| {
-                                        let k = &self.locks[resolve(&self.locks, id)].sum.key;
-                                        k.dev == w.dev && k.ino == w.ino
-                                    })
-                            })
-                    })
-            });
-            if waiting {
-                cause = WhoopsCause::SelfBarge;
+            PeerState::NotInRequest
+        };
+        if !shared {
+            for (rj, &tg) in w.tgids.iter().enumerate() {
+                if tg == e.tgid {
+                    continue;
+                }
+                for tid in &w.tids[rj] {
+                    let Some(r) = self.tasks.get(tid).and_then(|t| t.req.as_ref()) else {
+                        continue;
+                    };
+                    let on_memfd = r.lock.is_none_or(|id| {
+                        let k = &self.locks[resolve(&self.locks, id)].sum.key;
+                        k.dev == w.dev && k.ino == w.ino
+                    });
+                    let state = if !on_memfd || r.outcome.is_some() {
+                        PeerState::NotInRequest
+                    } else if r.waiting() {
+                        match r.phase {
+                            Phase::Woken { .. } => PeerState::WokenNotRunning,
+                            Phase::Running => PeerState::RunningNotRetried,
+                            _ => PeerState::Blocked,
+                        }
+                    } else if matches!(r.sys, Sys::Fcntl(_) | Sys::Flock(_))
+                        && r.want.is_some_and(|t| t <= k::F_WRLCK)
+                    {
+                        PeerState::InRequestNotBlocked
+                    } else {
+                        PeerState::NotInRequest
+                    };
+                    if state.rank() > peer.rank() {
+                        peer = state;
+                    }
+                }
             }
         }
         if let Some(w) = self.whoops.as_mut() {
             w.grants[ri].push(GrantNote {
                 ts_ns: e.ts_ns,
-                cause,
+                cause: peer.cause(),
+                peer,
             });
         }
     }

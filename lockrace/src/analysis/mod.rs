@@ -15,7 +15,7 @@ pub mod whoops;
 
 pub use analyzer::{Analyzer, Footprint};
 pub use types::*;
-pub use whoops::{Acquisition, RoleInput, WhoopsCause, WhoopsInput, WhoopsResult};
+pub use whoops::{Acquisition, PeerState, RoleInput, WhoopsCause, WhoopsInput, WhoopsResult};
 
 use crate::events::Event;
 

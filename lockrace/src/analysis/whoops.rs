@@ -74,11 +74,76 @@ impl CauseCounts {
     }
 }
 
+/// What the other side was doing when a role was granted the lock (the evidence behind the
+/// cause).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerState {
+    /// Not inside a lock request on the memfd (its own code, or preempted there).
+    NotInRequest,
+    /// Inside a lock syscall that had not reached the lock code (or not blocked) yet.
+    InRequestNotBlocked,
+    /// Blocked, not woken.
+    Blocked,
+    /// Woken, not yet switched in.
+    WokenNotRunning,
+    /// Woken and running, not yet back in the lock code.
+    RunningNotRetried,
+    /// Locks with the same owner: never excluded.
+    SharedOwner,
+}
+
+impl PeerState {
+    /// Which state wins when the other side has several tasks.
+    pub fn rank(self) -> u8 {
+        match self {
+            PeerState::NotInRequest => 0,
+            PeerState::InRequestNotBlocked => 1,
+            PeerState::RunningNotRetried => 2,
+            PeerState::Blocked => 3,
+            PeerState::WokenNotRunning => 4,
+            PeerState::SharedOwner => 5,
+        }
+    }
+    pub fn cause(self) -> WhoopsCause {
+        match self {
+            PeerState::NotInRequest | PeerState::InRequestNotBlocked => WhoopsCause::PeerNotWaiting,
+            PeerState::Blocked | PeerState::WokenNotRunning | PeerState::RunningNotRetried => {
+                WhoopsCause::SelfBarge
+            }
+            PeerState::SharedOwner => WhoopsCause::NoExclusion,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStateCounts {
+    pub not_in_request: u64,
+    pub in_request_not_blocked: u64,
+    pub blocked: u64,
+    pub woken_not_running: u64,
+    pub running_not_retried: u64,
+    pub shared_owner: u64,
+}
+
+impl PeerStateCounts {
+    pub fn add(&mut self, s: PeerState) {
+        match s {
+            PeerState::NotInRequest => self.not_in_request += 1,
+            PeerState::InRequestNotBlocked => self.in_request_not_blocked += 1,
+            PeerState::Blocked => self.blocked += 1,
+            PeerState::WokenNotRunning => self.woken_not_running += 1,
+            PeerState::RunningNotRetried => self.running_not_retried += 1,
+            PeerState::SharedOwner => self.shared_owner += 1,
+        }
+    }
+}
+
 /// A grant a role received on the memfd, with the cause computed at that instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GrantNote {
     pub ts_ns: u64,
     pub cause: WhoopsCause,
+    pub peer: PeerState,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +173,8 @@ pub struct WhoopsResult {
     pub total: u64,
     pub explained: u64,
     pub by_cause: CauseCounts,
+    /// What the other side was doing at the explained whoops grants.
+    pub by_peer_state: PeerStateCounts,
     pub roles: Vec<RoleWhoops>,
     /// Problems matching acquisitions with grants, one line each.
     pub mismatches: Vec<String>,
@@ -180,6 +247,7 @@ pub fn correlate(roles: &[RoleInput], grants: &[Vec<GrantNote>]) -> WhoopsResult
             let cause = g[gi].cause;
             rw.explained += 1;
             rw.by_cause.add(cause);
+            out.by_peer_state.add(g[gi].peer);
             if out.examples.len() < EXAMPLES_CAP {
                 out.examples.push(WhoopsExample {
                     role: role.name.clone(),
@@ -205,7 +273,16 @@ mod tests {
     use super::*;
 
     fn g(ts: u64, cause: WhoopsCause) -> GrantNote {
-        GrantNote { ts_ns: ts, cause }
+        let peer = match cause {
+            WhoopsCause::SelfBarge => PeerState::Blocked,
+            WhoopsCause::PeerNotWaiting => PeerState::NotInRequest,
+            WhoopsCause::NoExclusion => PeerState::SharedOwner,
+        };
+        GrantNote {
+            ts_ns: ts,
+            cause,
+            peer,
+        }
     }
     fn a(ts: u64, whoops: bool) -> Acquisition {
         Acquisition { ts_ns: ts, whoops }

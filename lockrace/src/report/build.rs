@@ -60,6 +60,7 @@ pub fn build(doc: &mut Document, a: &Analysis) {
     }
     if let Some(c) = doc.capture.as_ref()
         && c.dropped > 0
+        && !doc.incomplete_reasons.iter().any(|r| r.contains("dropped"))
     {
         let why = format!(
             "{} events were dropped by the kernel (ring buffer full): counts are lower bounds",
@@ -273,10 +274,19 @@ fn whoops_report(w: &WhoopsResult) -> WhoopsReport {
         peer_not_waiting: c.peer_not_waiting,
         no_exclusion: c.no_exclusion,
     };
+    let p = &w.by_peer_state;
     WhoopsReport {
         total: w.total,
         explained: w.explained,
         by_cause: causes(&w.by_cause),
+        by_peer_state: PeerStates {
+            not_in_request: p.not_in_request,
+            in_request_not_blocked: p.in_request_not_blocked,
+            blocked: p.blocked,
+            woken_not_running: p.woken_not_running,
+            running_not_retried: p.running_not_retried,
+            shared_owner: p.shared_owner,
+        },
         roles: w
             .roles
             .iter()

@@ -191,11 +191,24 @@ pub struct WhoopsExampleReport {
     pub cause: String,
 }
 
+/// What the other side was doing at the explained whoops grants.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStates {
+    pub not_in_request: u64,
+    pub in_request_not_blocked: u64,
+    pub blocked: u64,
+    pub woken_not_running: u64,
+    pub running_not_retried: u64,
+    pub shared_owner: u64,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct WhoopsReport {
     pub total: u64,
     pub explained: u64,
     pub by_cause: WhoopsCauses,
+    #[serde(default)]
+    pub by_peer_state: PeerStates,
     pub roles: Vec<RoleWhoopsReport>,
     pub mismatches: Vec<String>,
     pub examples: Vec<WhoopsExampleReport>,

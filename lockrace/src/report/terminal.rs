@@ -88,11 +88,26 @@ pub fn render(doc: &Document) -> String {
     if let Some(w) = &doc.whoops
         && !w.roles.is_empty()
     {
-        let _ = writeln!(o, "\nWhoops by role");
+        let p = &w.by_peer_state;
+        let _ = writeln!(
+            o,
+            "\nWhoops: what the other side was doing at each whoops grant"
+        );
+        let _ = writeln!(
+            o,
+            "  waiting: blocked {}, woken not yet running {}, running not yet retried {}; not waiting: outside any lock request {}, in the syscall but not blocked yet {}; same owner {}",
+            p.blocked,
+            p.woken_not_running,
+            p.running_not_retried,
+            p.not_in_request,
+            p.in_request_not_blocked,
+            p.shared_owner
+        );
+        let _ = writeln!(o, "  per role:");
         for r in &w.roles {
             let _ = writeln!(
                 o,
-                "  {:<8} tgid {:<7} acquisitions {:<7} grants traced {:<7} whoops {:<6} explained {:<6} (self_barge {}, peer_not_waiting {}, no_exclusion {})",
+                "    {:<8} tgid {:<7} acquisitions {:<7} grants traced {:<7} whoops {:<6} explained {:<6} (self_barge {}, peer_not_waiting {}, no_exclusion {})",
                 r.role,
                 r.tgid,
                 r.acquisitions,
