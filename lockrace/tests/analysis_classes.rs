@@ -484,3 +484,78 @@ fn whoops_count_mismatch_is_reported_not_fatal() {
             .any(|r| r.contains("whoops correlation"))
     );
 }
+
+/// The unlock's tracepoint fires after the kernel drops its lock: a waiter woken on the same CPU
+/// preempts the releaser, retries and logs its grant before the releaser logs the unlock.
+#[test]
+fn grant_logged_before_the_unlock_that_enabled_it() {
+    use lockrace::analysis::synth::Flavor::Flock;
+    for flavor in [Flavor::Posix, Flock] {
+        let s_ = Actor::new(100, 100, 0, "server", S_OWNER, flavor);
+        let c = Actor::new(200, 200, 0, "client", C_OWNER, flavor);
+        let mut s = Script::new();
+        s.lock_now(&s_, F_WRLCK);
+        s.lock_block(&c, F_WRLCK, s_.held);
+        s.enter(&s_, lockrace_common::k::F_UNLCK, true);
+        s.waking(&s_, &c);
+        s.switch(&s_, c.tid, 256, 0);
+        s.retry_grant(&c, F_WRLCK);
+        s.lock_event(
+            &s_,
+            if flavor == Flock {
+                lockrace::events::Kind::FlockLockInode
+            } else {
+                lockrace::events::Kind::PosixLockInode
+            },
+            lockrace_common::k::F_UNLCK,
+            0,
+            0,
+            false,
+        );
+        s.exit(&s_, 0);
+        let a = run(&s);
+        let l = only_lock(&a);
+        assert_eq!(a.stats.inconsistencies, 0, "{flavor:?}");
+        assert_eq!(a.stats.raced_releases, 1, "{flavor:?}");
+        assert_eq!(l.releases, 1, "{flavor:?}");
+        assert_eq!(l.handoffs.fifo, 1, "{flavor:?}: {:?}", l.handoffs);
+        assert_eq!(a.worst_handoffs[0].wake_order, vec![200]);
+        assert!(a.incomplete.is_empty(), "{:?}", a.incomplete);
+    }
+}
+
+#[test]
+fn late_close_unlock_is_a_race_not_a_missed_release() {
+    let (s_, c) = (server(), client());
+    let mut s = Script::new();
+    s.lock_now(&s_, F_WRLCK);
+    // The client is granted, then the server's close() drops its lock (no syscall traced).
+    s.lock_now(&c, F_WRLCK);
+    s.lock_event(
+        &s_,
+        lockrace::events::Kind::PosixLockInode,
+        lockrace_common::k::F_UNLCK,
+        0,
+        0,
+        false,
+    );
+    let a = run(&s);
+    assert_eq!(a.stats.inconsistencies, 0);
+    assert_eq!(a.stats.raced_releases, 1);
+    assert_eq!(a.stats.implicit_unlocks, 1);
+    // Too late to be the race: a missed release.
+    let mut s = Script::new();
+    s.lock_now(&s_, F_WRLCK);
+    s.lock_now(&c, F_WRLCK);
+    s.wait(1_000_000);
+    s.lock_event(
+        &s_,
+        lockrace::events::Kind::PosixLockInode,
+        lockrace_common::k::F_UNLCK,
+        0,
+        0,
+        false,
+    );
+    let a = run(&s);
+    assert_eq!(a.stats.inconsistencies, 1);
+}

@@ -39,6 +39,9 @@ use crate::events::{Comm, Event, Kind, LockData};
 /// their block events are further apart than this: the tracepoint fires after the kernel drops
 /// its spinlock, so two nearly simultaneous blockers can be stamped in the other order.
 pub const INVERSION_MARGIN_NS: u64 = 20_000;
+/// An unlock event this soon after a grant it conflicted with is the tracepoint race (the event
+/// fires after the kernel drops its lock), not a missed release.
+pub const RACE_WINDOW_NS: u64 = 100_000;
 /// Wakeups a task may have issued and not yet had attributed.
 const ISSUED_CAP: usize = 64;
 /// Sibling-order checks look at this many wakeups of one batch.
@@ -101,6 +104,8 @@ struct Req {
     /// (ret, ts) of the decision.
     outcome: Option<(i32, u64)>,
     counted: bool,
+    /// The release of this unlock was applied early, at the grant it enabled.
+    release_applied: bool,
     rec: Option<Box<RecBuf>>,
 }
 
@@ -122,6 +127,7 @@ impl Req {
             phase: Phase::Entered,
             outcome: None,
             counted: false,
+            release_applied: false,
             rec: rec.then(Box::default),
         }
     }
@@ -149,6 +155,8 @@ struct Issued {
 struct Task {
     tgid: u32,
     comm: Comm,
+    /// CPU of its last event.
+    cpu: u32,
     req: Option<Req>,
     issued: Vec<Issued>,
 }
@@ -270,6 +278,8 @@ struct Core<'o> {
     worst: Vec<HandoffRecord>,
     whoops: Option<WhoopsTrack>,
     scratch: Vec<usize>,
+    /// Holds dropped as stale at a grant: (owner, lock, grant ts), to recognise a late unlock.
+    stale_recent: Vec<(u64, usize, u64)>,
 }
 
 /// Sizes of the analyzer's state ([`Analyzer::footprint`]).
@@ -328,6 +338,7 @@ impl<'o> Analyzer<'o> {
                 worst: Vec::new(),
                 whoops,
                 scratch: Vec::new(),
+                stale_recent: Vec::new(),
             },
             input: input.clone(),
         }
@@ -438,6 +449,7 @@ impl<'o> Core<'o> {
                 v.insert(Task {
                     tgid: e.tgid,
                     comm: e.comm,
+                    cpu: e.cpu,
                     req: None,
                     issued: Vec::new(),
                 })
@@ -445,6 +457,7 @@ impl<'o> Core<'o> {
         };
         t.tgid = e.tgid;
         t.comm = e.comm;
+        t.cpu = e.cpu;
         if let Some(r) = t.req.as_mut()
             && let Phase::Woken { .. } = r.phase
         {
@@ -881,6 +894,7 @@ impl<'o> Core<'o> {
         let tid = e.tid;
         let ts = e.ts_ns;
         let me = TaskRef { tid, tgid: e.tgid };
+        self.apply_inflight_releases(e, l, id);
         // Who else holds a conflicting lock right now?
         let mut stale = 0usize;
         {
@@ -904,8 +918,13 @@ impl<'o> Core<'o> {
                         });
                     }
                 } else if clash {
-                    // The kernel would not have granted this: we missed that release.
+                    // The kernel would not have granted this: we missed that release (or its
+                    // event is late: see `stale_recent`).
                     stale += 1;
+                    if self.stale_recent.len() >= 16 {
+                        self.stale_recent.remove(0);
+                    }
+                    self.stale_recent.push((h.owner, id, ts));
                     s.holds.swap_remove(i);
                     if let Some(obs) = self.obs.as_deref_mut() {
                         obs.on_hold(&HoldRecord {
@@ -1003,7 +1022,16 @@ impl<'o> Core<'o> {
                 overlaps(k.start, k.end, l.start, l.end)
             }));
         }
-        if l.ret == 0 {
+        let applied = self.req_mut(tid).is_some_and(|r| r.release_applied);
+        if let Some(i) = self.stale_recent.iter().position(|&(o, lid, gts)| {
+            o == l.owner && ids.contains(&lid) && ts.saturating_sub(gts) <= RACE_WINDOW_NS
+        }) {
+            // The grant that made us drop this hold came first only in the event stream.
+            self.stale_recent.remove(i);
+            self.stats.inconsistencies = self.stats.inconsistencies.saturating_sub(1);
+            self.stats.raced_releases += 1;
+        }
+        if l.ret == 0 && !applied {
             self.release(e, &ids, l.owner, l.start, l.end, batch);
         } else {
             self.attribute_other(e, &batch);
@@ -1063,6 +1091,57 @@ impl<'o> Core<'o> {
         self.check_wake_order(e, &batch);
         for w in batch.iter().filter(|w| !ids.contains(&w.lock)) {
             self.timeline_wake(e, w);
+        }
+    }
+
+    /// A grant that conflicts with another owner's hold whose task is inside its unlock call:
+    /// the kernel already released it (the unlock's tracepoint fires after the kernel drops its
+    /// spinlock, and a waiter woken on that CPU can preempt the releaser right there, retry and
+    /// be granted first). Apply that release now, before the grant.
+    fn apply_inflight_releases(&mut self, e: &Event, l: &LockData, id: usize) {
+        let mut inflight: Vec<Hold> = Vec::new();
+        for h in &self.locks[id].holds {
+            if h.task.tid == e.tid
+                || h.owner == l.owner
+                || !overlaps(h.start, h.end, l.start, l.end)
+                || !conflicts(h.ltype, l.lock_type)
+            {
+                continue;
+            }
+            let unlocking = self
+                .tasks
+                .get(&h.task.tid)
+                .and_then(|t| t.req.as_ref())
+                .is_some_and(|r| {
+                    r.outcome.is_none()
+                        && !r.release_applied
+                        && r.want == Some(k::F_UNLCK)
+                        && matches!(r.sys, Sys::Fcntl(_) | Sys::Flock(_))
+                });
+            if unlocking && !inflight.iter().any(|x| x.task.tid == h.task.tid) {
+                inflight.push(*h);
+            }
+        }
+        for h in inflight {
+            let Some(t) = self.tasks.get(&h.task.tid) else {
+                continue;
+            };
+            let ev = Event {
+                ts_ns: e.ts_ns,
+                cpu: t.cpu,
+                tgid: t.tgid,
+                tid: h.task.tid,
+                comm: t.comm,
+                kind: e.kind,
+                data: e.data,
+            };
+            let batch = self.take_issued(h.task.tid);
+            self.release(&ev, &[id], h.owner, h.start, h.end, batch);
+            if let Some(r) = self.req_mut(h.task.tid) {
+                r.release_applied = true;
+                r.lock = r.lock.or(Some(id));
+            }
+            self.stats.raced_releases += 1;
         }
     }
 

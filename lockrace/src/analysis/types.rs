@@ -324,6 +324,9 @@ pub struct Stats {
     pub implicit_unlocks: u64,
     /// A grant conflicting with a lock held under another owner: a release was missed.
     pub inconsistencies: u64,
+    /// Unlock events that came after the grant they enabled (the tracepoint fires after the
+    /// kernel drops its lock); the release was applied at the grant.
+    pub raced_releases: u64,
     /// Wakeups of waiters that could not be attributed to a lock event of the waker.
     pub unattributed_wakes: u64,
     /// Lock events with a return value the kernel does not produce.

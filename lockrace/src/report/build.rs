@@ -35,6 +35,7 @@ pub fn build(doc: &mut Document, a: &Analysis) {
         lock_events_outside_syscalls: st.lock_events_outside_syscalls,
         implicit_unlocks: st.implicit_unlocks,
         inconsistencies: st.inconsistencies,
+        raced_releases: st.raced_releases,
         unattributed_wakes: st.unattributed_wakes,
         unexpected_returns: st.unexpected_returns,
     });

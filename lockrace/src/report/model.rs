@@ -13,6 +13,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct KernelInfo {
     pub release: String,
+    /// The filelock field naming the probes resolved on this kernel (`fl_type (5.0-6.8 names)`
+    /// or `type (6.9+ names)`); absent when nothing was traced.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lock_field_names: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -80,6 +84,8 @@ pub struct AnalysisReport {
     pub lock_events_outside_syscalls: u64,
     pub implicit_unlocks: u64,
     pub inconsistencies: u64,
+    #[serde(default)]
+    pub raced_releases: u64,
     pub unattributed_wakes: u64,
     pub unexpected_returns: u64,
 }
@@ -290,6 +296,7 @@ impl Document {
             incomplete_reasons: Vec::new(),
             kernel: KernelInfo {
                 release: kernel_release,
+                lock_field_names: String::new(),
             },
             capture: None,
             workload: None,
