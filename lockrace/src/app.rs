@@ -57,5 +57,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Client(args) => crate::workload::role::client_main(args),
         Command::Record(args) => crate::capture::record::main(args),
         Command::Report(args) => crate::report::offline::main(args),
+        Command::Compare(args) => crate::compare::main(args),
     }
 }

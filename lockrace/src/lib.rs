@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod app;
 pub mod capture;
 pub mod cli;
+pub mod compare;
 pub mod events;
 pub mod report;
 pub mod signals;

@@ -123,6 +123,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         inodes: vec![],
     };
     let capture = Capture::start(&filter, args.ring_buffer_mb << 20, sink)?;
+    let lock_field_names = capture.offsets().lock_field_names;
     eprintln!(
         "Tracing the handoff ({} probes attached, {} field names)... Hit Ctrl-C to end.",
         crate::capture::loader::PROGRAMS.len(),
@@ -141,6 +142,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         None => analysis::analyze(&events, &input),
     };
     let mut doc = document(cfg, &outcome);
+    doc.kernel.lock_field_names = lock_field_names.to_string();
     doc.capture = Some(CaptureInfo {
         events: stats.events,
         dropped: stats.dropped,
