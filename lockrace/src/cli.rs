@@ -89,27 +89,6 @@ pub enum Share {
     Reopen,
 }
 
-/// How the two roles hand the turn to each other.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum SyncKind {
-    /// A file lock around the turn (`--lock`, `--share`): the seed's experiment.
-    #[default]
-    Fcntl,
-    /// Two eventfds passed with the memfd: each side blocks on its own, then signals the other's.
-    Eventfd,
-    /// A turn word in the shared memfd with FUTEX_WAIT / FUTEX_WAKE (shared, not private).
-    Futex,
-}
-
-/// A shape that checks one of the seed's other claims instead of the turn loop.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Scenario {
-    /// Both hold a shared lock; the server upgrades to exclusive, the client then asks for one.
-    Upgrade,
-    /// The server takes flock(), the client the `--lock` fcntl flavour, on the same memfd.
-    Mixed,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct WorkloadArgs {
     /// Lock flavour.
@@ -124,12 +103,6 @@ pub struct WorkloadArgs {
     /// Give up when the other side makes no progress for this many seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
-    /// Hand the turn over with a file lock (`fcntl`: --lock/--share), or with eventfd or futex.
-    #[arg(long, value_enum, default_value_t = SyncKind::Fcntl)]
-    pub sync: SyncKind,
-    /// Run a scenario instead of the turn loop (`--iterations` rounds; see docs/WORKLOAD.md).
-    #[arg(long, value_enum)]
-    pub scenario: Option<Scenario>,
 }
 
 #[derive(Args, Debug, Clone)]
