@@ -11,6 +11,7 @@ mod cmd;
 mod run;
 mod setup;
 mod test;
+mod vm;
 mod workspace;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Boot other kernels in QEMU (TCG), run the traced `lockrace run ARGS` in each, and compare
+    /// them in one table. Exit 0 when every kernel produced a report, 125 (bisect "skip") when
+    /// one could not be tested. Example: `cargo xtask vm --debian 6.1.0-54 --host -- --lock posix`.
+    Vm(vm::VmArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
         Command::Run { args } => run::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Test { quick } => test::test(quick),
+        Command::Vm(args) => Ok(vm::vm(&args)),
     };
     match result {
         Ok(code) => code,

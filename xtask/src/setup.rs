@@ -44,6 +44,9 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
         "stress-ng",
         "tests trace a real program taking every lock flavour",
     ),
+    ("qemu-system-x86", "cargo xtask vm boots other kernels"),
+    ("busybox-static", "cargo xtask vm: the VM's userland"),
+    ("cpio", "tests check the VM's initramfs with cpio(1)"),
 ];
 
 const TRACEFS: &str = "/sys/kernel/tracing";
