@@ -238,6 +238,13 @@ pub fn qemu_command(args: &VmArgs, kernel: &Path, initrd: &Path) -> Command {
     c
 }
 
+/// `lockrace run ARGS` as shown to the user.
+fn run_line(args: &[String]) -> String {
+    let mut c = Command::new("lockrace");
+    c.arg("run").args(args);
+    cmd::display(&c)
+}
+
 fn accel(args: &VmArgs) -> &'static str {
     if args.kvm { "KVM" } else { "TCG" }
 }
@@ -293,7 +300,7 @@ fn run_matrix(args: &VmArgs) -> Result<bool> {
     let failed: Vec<&Row> = rows.iter().filter(|r| r.result.is_err()).collect();
     if rows.len() > 1 || failed.is_empty() {
         println!();
-        println!("Kernel matrix (lockrace run {}):", args.args.join(" "));
+        println!("Kernel matrix ({}):", run_line(&args.args));
         print!("{}", matrix::render(&rows, accel(args)));
     }
     match failed.as_slice() {
@@ -526,8 +533,8 @@ fn boot(
                         lockrace_started = Some(Instant::now());
                         println!(
                             "vm {label}: kernel {release} up ({uptime} s of guest uptime), \
-                             running lockrace run {}...",
-                            args.args.join(" ")
+                             running {}...",
+                            run_line(&args.args)
                         );
                     }
                     Seen::Output(line) => println!("    {line}"),
