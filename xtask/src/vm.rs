@@ -58,13 +58,13 @@ pub struct VmArgs {
     #[arg(long)]
     pub host: bool,
     /// Virtual CPUs per VM.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: u32,
     /// Memory per VM, in MiB.
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=65536))]
+    #[arg(long, value_name = "MB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=65536))]
     pub mem: u32,
     /// Seconds a VM may take, boot to power-off, before it is killed (exit 125).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// Use KVM (`-accel kvm -cpu host`) instead of TCG. Off by default: nested guests hang on
     /// some hosts (then the VM ends at --timeout).
@@ -371,16 +371,24 @@ fn debian_kernel(label: &str, version: &str, cache: &Path) -> Result<PathBuf> {
     println!("vm {label}: fetching {pkg} (apt-get download, then dpkg -x)...");
     let work = cache.join(format!("{pkg}.tmp"));
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let fetched = fetch_deb(&pkg, &release, &work, &vmlinuz);
+    // The package and its extracted tree are ~130 MB: keep only vmlinuz, even on failure.
+    let _ = std::fs::remove_dir_all(&work);
+    fetched.map(|()| vmlinuz)
+}
+
+/// Downloads `pkg` into `work`, extracts it, and copies its vmlinuz to `vmlinuz`.
+fn fetch_deb(pkg: &str, release: &str, work: &Path, vmlinuz: &Path) -> Result<()> {
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let mut download = Command::new("apt-get");
-    download.args(["download", &pkg]).current_dir(&work);
+    download.args(["download", pkg]).current_dir(work);
     cmd::run(&mut download, Io::Capture).map_err(|e| {
         anyhow!(
             "cannot fetch {pkg}: {e} (hint: `apt-cache policy {pkg}` shows whether apt knows \
              it; `apt-get update` refreshes the lists)"
         )
     })?;
-    let deb = std::fs::read_dir(&work)?
+    let deb = std::fs::read_dir(work)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .ok_or_else(|| anyhow!("apt-get download {pkg} left no .deb in {}", work.display()))?;
@@ -390,11 +398,13 @@ fn debian_kernel(label: &str, version: &str, cache: &Path) -> Result<PathBuf> {
         Io::Capture,
     )?;
     let inside = extracted.join(format!("boot/vmlinuz-{release}"));
-    let tmp = cache.join(format!("vmlinuz-{release}.tmp"));
+    let mut tmp = vmlinuz.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     std::fs::copy(&inside, &tmp).with_context(|| format!("{pkg} has no {}", inside.display()))?;
-    std::fs::rename(&tmp, &vmlinuz)?;
-    let _ = std::fs::remove_dir_all(&work);
-    Ok(vmlinuz)
+    std::fs::rename(&tmp, vmlinuz)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), vmlinuz.display()))?;
+    Ok(())
 }
 
 /// Writes target/vm/initramfs.cpio for lockrace `run_args`.
