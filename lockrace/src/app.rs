@@ -58,5 +58,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Record(args) => crate::capture::record::main(args),
         Command::Report(args) => crate::report::offline::main(args),
         Command::Compare(args) => crate::compare::main(args),
+        Command::CompareSync(args) => crate::workload::compare_sync::main(args),
     }
 }

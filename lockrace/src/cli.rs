@@ -44,7 +44,15 @@ pub enum Command {
     /// Compare two JSON reports side by side; exit 1 when a metric grew beyond a bound.
     #[command(after_help = crate::compare::HELP)]
     Compare(CompareArgs),
+    /// Every way of handing the turn over (file locks, eventfd, futex) measured side by side.
+    #[command(after_help = COMPARE_SYNC_EXAMPLES)]
+    CompareSync(CompareSyncArgs),
 }
+
+const COMPARE_SYNC_EXAMPLES: &str = "\
+Examples:
+  lockrace compare-sync --iterations 20000 --repeat 5
+  sudo lockrace compare-sync --json sync.json           # plus self-barges, traced";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -89,6 +97,27 @@ pub enum Share {
     Reopen,
 }
 
+/// How the two roles hand the turn to each other.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SyncKind {
+    /// A file lock around the turn (`--lock`, `--share`): the seed's experiment.
+    #[default]
+    Fcntl,
+    /// Two eventfds passed with the memfd: each side blocks on its own, then signals the other's.
+    Eventfd,
+    /// A turn word in the shared memfd with FUTEX_WAIT / FUTEX_WAKE (shared, not private).
+    Futex,
+}
+
+/// A shape that checks one of the seed's other claims instead of the turn loop.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// Both hold a shared lock; the server upgrades to exclusive, the client then asks for one.
+    Upgrade,
+    /// The server takes flock(), the client the `--lock` fcntl flavour, on the same memfd.
+    Mixed,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct WorkloadArgs {
     /// Lock flavour.
@@ -103,6 +132,12 @@ pub struct WorkloadArgs {
     /// Give up when the other side makes no progress for this many seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
+    /// Hand the turn over with a file lock (`fcntl`: --lock/--share), or with eventfd or futex.
+    #[arg(long, value_enum, default_value_t = SyncKind::Fcntl)]
+    pub sync: SyncKind,
+    /// Run a scenario instead of the turn loop (`--iterations` rounds; see docs/WORKLOAD.md).
+    #[arg(long, value_enum)]
+    pub scenario: Option<Scenario>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -193,6 +228,31 @@ pub struct CompareArgs {
     /// The largest increase of B over A, in percent, for the --metric at the same position.
     #[arg(long, value_name = "PCT")]
     pub max_increase: Vec<f64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareSyncArgs {
+    /// Turns each role completes in every run.
+    #[arg(long, default_value_t = 20000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: u64,
+    /// Runs per primitive, interleaved (all primitives once, then again); medians are shown.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub repeat: u64,
+    /// Write the table as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Do not trace the file-lock rows, even as root (no self-barge columns).
+    #[arg(long)]
+    pub no_trace: bool,
+    /// Give up on a run whose other side makes no progress for this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
+    /// Ring-buffer size in MiB for the traced pass (power of two).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ring_buffer_mb: u32,
+    /// (internal, for tests) create the runs' private temp dirs under DIR instead of $TMPDIR.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub tmpdir_parent: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -548,6 +548,7 @@ mod tests {
             elapsed_ns: 2_000_000_000,
             memfd_dev: 1,
             memfd_ino: 42,
+            ..Default::default()
         };
         d.workload = Some(WorkloadReport {
             lock: "posix".into(),
@@ -555,6 +556,7 @@ mod tests {
             iterations: 100,
             roles: vec![role("server", whoops), role("client", 0)],
             probe_effect: None,
+            ..Default::default()
         });
         d.capture = Some(crate::report::model::CaptureInfo {
             events: 1000,
@@ -637,6 +639,7 @@ mod tests {
             iterations: 10,
             roles: vec![],
             probe_effect: None,
+            ..Default::default()
         });
         let m = extract(&serde_json::to_value(&d).unwrap());
         assert!(m.values.iter().all(Option::is_none), "{m:?}");

@@ -57,12 +57,26 @@ impl Channel {
     /// Try `role`'s turn number `turn` (0-based). Returns true when it was the role's turn and
     /// the role did its part, false for a whoops (nothing changed).
     pub fn try_turn(self, role: Role, fd: BorrowedFd<'_>, turn: u64) -> io::Result<bool> {
+        self.try_turn_then(role, fd, turn, || {})
+    }
+
+    /// [`Channel::try_turn`], calling `mine` once it is known to be the role's turn and before
+    /// the write that hands the turn over (so what `mine` stores is visible to the other role
+    /// by the time it can see its turn, even when the lock does not exclude).
+    pub fn try_turn_then(
+        self,
+        role: Role,
+        fd: BorrowedFd<'_>,
+        turn: u64,
+        mine: impl FnOnce(),
+    ) -> io::Result<bool> {
         match self {
             Channel::Cursor => {
                 let pos = lseek(fd.as_raw_fd(), 0, Whence::SeekCur)?;
                 if !cursor_says_my_turn(role, pos) {
                     return Ok(false);
                 }
+                mine();
                 match role {
                     Role::Server => {
                         let text = turn.to_string();
@@ -93,6 +107,7 @@ impl Channel {
                 if !counter_says_my_turn(role, h) {
                     return Ok(false);
                 }
+                mine();
                 let next = h.wrapping_add(1).to_le_bytes();
                 let n = nix::sys::uio::pwrite(fd, &next, 0)?;
                 if n != next.len() {

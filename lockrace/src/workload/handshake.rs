@@ -1,5 +1,7 @@
 //! The fd handshake: the client creates a sealed 64-byte memfd and sends it in one unix
-//! datagram (SCM_RIGHTS) to the server's socket path; the server checks what it got.
+//! datagram (SCM_RIGHTS) to the server's socket path; the server checks what it got. With
+//! `--sync eventfd` the same datagram carries the memfd and two eventfds (the server's, then the
+//! client's), and the server accepts exactly that ([`validate_for`]).
 //!
 //! Invariants:
 //! - The server never unlinks anything that is not a socket: an existing path that is a
@@ -267,13 +269,34 @@ fn recv_datagram(sock: BorrowedFd<'_>) -> io::Result<Received> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rejection {
     NoFd,
-    TooMany { count: usize, truncated: bool },
-    NotMemfd { what: String },
+    TooMany {
+        count: usize,
+        truncated: bool,
+    },
+    NotMemfd {
+        what: String,
+    },
     NotReadWrite,
-    Unsealed { missing: Vec<&'static str> },
+    Unsealed {
+        missing: Vec<&'static str>,
+    },
     WriteSealed,
-    WrongSize { size: u64 },
-    Unreadable { why: String },
+    WrongSize {
+        size: u64,
+    },
+    Unreadable {
+        why: String,
+    },
+    /// `--sync eventfd`: not exactly three descriptors.
+    EventfdCount {
+        count: usize,
+        truncated: bool,
+    },
+    /// `--sync eventfd`: descriptor `index` (1-based) is not an eventfd.
+    NotEventfd {
+        index: usize,
+        what: String,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -308,13 +331,83 @@ impl std::fmt::Display for Rejection {
             Rejection::Unreadable { why } => {
                 write!(f, "cannot inspect the received descriptor: {why}; closed it")
             }
+            Rejection::EventfdCount { count, truncated } => write!(
+                f,
+                "the datagram carried {}{count} file descriptor{}, expected the memfd and 2 \
+                 eventfds (--sync eventfd); closed them all",
+                if *truncated { "more than " } else { "" },
+                if *count == 1 { "" } else { "s" }
+            ),
+            Rejection::NotEventfd { index, what } => write!(
+                f,
+                "descriptor {index} of the datagram is a {what}, not an eventfd (--sync \
+                 eventfd); closed them all"
+            ),
         }
     }
 }
 
+const EVENTFD_HINT: &str = "with --sync eventfd the client sends its memfd, the server's eventfd \
+                            and its own eventfd, in that order, in one datagram; start both \
+                            sides with the same --sync";
+
 impl Rejection {
     pub fn into_error(self) -> anyhow::Error {
-        hinted(self.to_string(), MEMFD_HINT)
+        let hint = match self {
+            Rejection::EventfdCount { .. } | Rejection::NotEventfd { .. } => EVENTFD_HINT,
+            _ => MEMFD_HINT,
+        };
+        hinted(self.to_string(), hint)
+    }
+}
+
+/// What a datagram must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// One memfd (`--sync fcntl` and `--sync futex`).
+    Memfd,
+    /// The memfd, the server's eventfd, the client's eventfd (`--sync eventfd`).
+    MemfdAndEventfds,
+}
+
+impl Expect {
+    pub fn for_sync(sync: crate::cli::SyncKind) -> Expect {
+        match sync {
+            crate::cli::SyncKind::Eventfd => Expect::MemfdAndEventfds,
+            _ => Expect::Memfd,
+        }
+    }
+}
+
+/// Accept exactly what `expect` says: the memfd, and the eventfds that follow it (empty for
+/// [`Expect::Memfd`]). On rejection every received descriptor has been closed.
+pub fn validate_for(
+    received: Received,
+    expect: Expect,
+) -> Result<(OwnedFd, Vec<OwnedFd>), Rejection> {
+    match expect {
+        Expect::Memfd => validate(received).map(|fd| (fd, Vec::new())),
+        Expect::MemfdAndEventfds => {
+            let Received { fds, truncated, .. } = received;
+            if fds.len() != 3 || truncated {
+                return Err(Rejection::EventfdCount {
+                    count: fds.len(),
+                    truncated,
+                });
+            }
+            check_memfd(fds[0].as_fd())?;
+            for (i, fd) in fds.iter().enumerate().skip(1) {
+                if !super::eventfd::is_eventfd(fd.as_fd()) {
+                    return Err(Rejection::NotEventfd {
+                        index: i + 1,
+                        what: super::eventfd::describe(fd.as_fd()),
+                    });
+                }
+            }
+            let mut fds = fds.into_iter();
+            let memfd = fds.next().expect("three descriptors");
+            Ok((memfd, fds.collect()))
+        }
     }
 }
 
@@ -401,10 +494,15 @@ pub fn create_memfd() -> anyhow::Result<OwnedFd> {
 /// Send `memfd` to the server at `path`, retrying while the server is not bound yet (absent
 /// path or refused connection) until `timeout`.
 pub fn send_memfd(path: &Path, memfd: BorrowedFd<'_>, timeout: Duration) -> anyhow::Result<()> {
+    send_fds(path, &[memfd], timeout)
+}
+
+/// Send `fds` (the memfd first) in one datagram, as [`send_memfd`] does.
+pub fn send_fds(path: &Path, fds: &[BorrowedFd<'_>], timeout: Duration) -> anyhow::Result<()> {
     let addr = unix_addr(path)?;
     let sock = dgram_socket()?;
     let deadline = Instant::now() + timeout;
-    let fds = [memfd.as_raw_fd()];
+    let fds: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
     loop {
         if crate::signals::interrupted() {
             anyhow::bail!("interrupted while sending the memfd");
@@ -657,6 +755,86 @@ mod tests {
             memfd_id(mine.as_fd()).unwrap(),
             memfd_id(fd.as_fd()).unwrap()
         );
+    }
+
+    #[test]
+    fn eventfd_mode_accepts_exactly_memfd_and_two_eventfds() {
+        let all = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+        let ev = || super::super::eventfd::create().unwrap();
+        let got = |fds: Vec<OwnedFd>| Received {
+            payload: HELLO.to_vec(),
+            fds,
+            truncated: false,
+        };
+        let (m, rest) = validate_for(
+            got(vec![create_memfd().unwrap(), ev(), ev()]),
+            Expect::MemfdAndEventfds,
+        )
+        .unwrap();
+        assert_eq!(rest.len(), 2);
+        assert!(memfd_id(m.as_fd()).is_ok());
+        for (fds, want) in [
+            (
+                vec![create_memfd().unwrap()],
+                "carried 1 file descriptor, expected",
+            ),
+            (
+                vec![create_memfd().unwrap(), ev()],
+                "carried 2 file descriptors",
+            ),
+            (
+                vec![create_memfd().unwrap(), ev(), ev(), ev()],
+                "carried 4 file descriptors",
+            ),
+            (vec![ev(), ev(), ev()], "not a memfd"),
+            (vec![memfd(64, all), ev(), memfd(64, all)], "descriptor 3"),
+        ] {
+            let err = validate_for(got(fds), Expect::MemfdAndEventfds)
+                .unwrap_err()
+                .into_error();
+            let msg = crate::app::render_error(&err);
+            assert!(msg.contains(want), "{want}: {msg}");
+        }
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let err =
+            validate_for(got(vec![memfd(64, all), r, ev()]), Expect::MemfdAndEventfds).unwrap_err();
+        assert_eq!(
+            err,
+            Rejection::NotEventfd {
+                index: 2,
+                what: "pipe".into()
+            }
+        );
+        assert!(crate::app::render_error(&err.into_error()).contains("same --sync"));
+        // The default mode still refuses the eventfd datagram.
+        assert!(matches!(
+            validate_for(got(vec![memfd(64, all), ev(), ev()]), Expect::Memfd).unwrap_err(),
+            Rejection::TooMany { count: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn a_datagram_carries_the_memfd_and_eventfds_across() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let (sock, _bound) = bind_server(&path).unwrap();
+        let fd = create_memfd().unwrap();
+        let (a, b) = (
+            super::super::eventfd::create().unwrap(),
+            super::super::eventfd::create().unwrap(),
+        );
+        send_fds(
+            &path,
+            &[fd.as_fd(), a.as_fd(), b.as_fd()],
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let got = receive(sock.as_fd(), &path, Duration::from_secs(2)).unwrap();
+        let (m, evs) = validate_for(got, Expect::MemfdAndEventfds).unwrap();
+        assert_eq!(memfd_id(m.as_fd()).unwrap(), memfd_id(fd.as_fd()).unwrap());
+        // The server's copy of `b` is the client's eventfd: a signal on one is seen on the other.
+        super::super::eventfd::signal(evs[1].as_fd()).unwrap();
+        assert_eq!(super::super::eventfd::read(b.as_fd()).unwrap(), Some(1));
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   EOF-and-beyond. It covers the whole file only while the cursor is 0, so the workload never
 //!   moves the cursor of a descriptor it uses with lockf (see `channel::Channel::for_mode`).
 //!
+//! [`lock_shared`] is the shared (read) request of the same flavours, for `--scenario upgrade`;
+//! lockf has none.
+//!
 //! Invariant: no retries and no timeouts here; a blocking call interrupted by a signal returns
 //! `EINTR` (the handlers in `crate::signals` have no `SA_RESTART`) and the caller decides.
 use std::io;
@@ -51,6 +54,18 @@ pub fn lock(kind: LockKind, fd: BorrowedFd<'_>) -> io::Result<()> {
         // SAFETY: plain syscalls on a borrowed, open descriptor.
         LockKind::Flock => check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }),
         LockKind::Lockf => check(unsafe { libc::lockf(fd.as_raw_fd(), libc::F_LOCK, 0) }),
+    }
+}
+
+/// Take the shared lock (`F_RDLCK` / `LOCK_SH`), blocking until granted. lockf has no shared
+/// lock: `EINVAL`.
+pub fn lock_shared(kind: LockKind, fd: BorrowedFd<'_>) -> io::Result<()> {
+    match kind {
+        LockKind::Posix => fcntl_lock(fd, libc::F_SETLKW, libc::F_RDLCK),
+        LockKind::Ofd => fcntl_lock(fd, libc::F_OFD_SETLKW, libc::F_RDLCK),
+        // SAFETY: a plain syscall on a borrowed, open descriptor.
+        LockKind::Flock => check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH) }),
+        LockKind::Lockf => Err(io::Error::from_raw_os_error(libc::EINVAL)),
     }
 }
 
@@ -96,6 +111,14 @@ mod tests {
             // Taking it again through the same owner succeeds at once (a conversion, no wait).
             lock(kind, fd.as_fd()).unwrap();
             unlock(kind, fd.as_fd()).unwrap();
+            if kind == LockKind::Lockf {
+                assert!(lock_shared(kind, fd.as_fd()).is_err());
+            } else {
+                // Shared, then upgraded through the same owner with nobody else around.
+                lock_shared(kind, fd.as_fd()).unwrap();
+                lock(kind, fd.as_fd()).unwrap();
+                unlock(kind, fd.as_fd()).unwrap();
+            }
         }
     }
 }

@@ -6,6 +6,12 @@
 //! "inside" counter that measures mutual exclusion), `watchdog` (stall detection), `role` (the
 //! turn loop of both roles), `run` (both roles as children, then the summary).
 //!
+//! The remedies and the seed's other claims: `sync` (`--sync eventfd|futex`, with `eventfd`
+//! and `futex`), `latency` (handoff latency from stamps in the memfd), `scenario`
+//! (`--scenario upgrade|mixed`), `evidence` (pure functions over kernel events that prove what
+//! the scenarios claim), `trace_pass` (one traced run, returning the report document) and
+//! `compare_sync` (`lockrace compare-sync`: every primitive side by side).
+//!
 //! Invariants: timestamps are CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`
 //! clock), so acquisition logs join with kernel events; a role's `iterations` counts turns it
 //! completed, `acquisitions` = turns + whoops = lock grants it received.
@@ -14,11 +20,19 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{LockKind, Share};
 
 pub mod channel;
+pub mod compare_sync;
+pub mod eventfd;
+pub mod evidence;
+pub mod futex;
 pub mod handshake;
+pub mod latency;
 pub mod lock;
 pub mod role;
 pub mod run;
+pub mod scenario;
 pub mod shared;
+pub mod sync;
+pub mod trace_pass;
 pub mod traced;
 pub mod watchdog;
 
@@ -56,7 +70,7 @@ impl std::fmt::Display for Role {
 }
 
 /// One role's own account of a run (what it printed with `--json`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleReport {
     pub role: String,
     pub pid: u32,
@@ -73,10 +87,16 @@ pub struct RoleReport {
     /// The memfd's inode number.
     #[serde(default)]
     pub memfd_ino: u64,
+    /// How long the turn took to reach this role (p50/p99 of `now - the other's stamp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_latency: Option<latency::HandoffLatency>,
+    /// `--scenario upgrade`: what this role saw of the upgrades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<scenario::UpgradeCounts>,
 }
 
 /// The `workload` object of the JSON report.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct WorkloadReport {
     pub lock: String,
     pub share: String,
@@ -85,6 +105,12 @@ pub struct WorkloadReport {
     /// Traced runs with a baseline: untraced vs traced whoops per handoff.
     #[serde(default)]
     pub probe_effect: Option<traced::ProbeEffect>,
+    /// `eventfd` or `futex` (then `lock` and `share` are `none`); absent for file locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<String>,
+    /// `upgrade` or `mixed` when the run was a scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
 }
 
 /// One lock grant a role received, from its acquisition log.

@@ -3,34 +3,45 @@
 //! Each role completes `--iterations` turns. One pass of the loop: take the lock (blocking),
 //! stamp CLOCK_MONOTONIC, enter the shared "inside" counter (an overlap if the other side is
 //! inside), try its turn on the channel (a whoops if it is not its turn; whoops are retried),
-//! leave, unlock. Invariants: acquisitions = turns + whoops; nothing but the lock calls, the
-//! clock read and the channel's 1-3 syscalls happens inside the loop (the acquisition log is
+//! leave, unlock. When it is its turn the role also records the handoff latency (now minus the
+//! other role's stamp) and stamps its own slot before the channel write that hands the turn
+//! over (`latency`). Invariants: acquisitions = turns + whoops; nothing but the lock calls, the
+//! clock reads and the channel's 1-3 syscalls happens inside the loop (the acquisition log is
 //! buffered and written at the end); SIGINT/SIGTERM end the role promptly with 130/143; a peer
 //! that stops making progress ends it after the stall timeout (`watchdog`).
+//!
+//! `--sync eventfd|futex` replace the lock loop with `sync::sync_loop`, and `--scenario upgrade`
+//! with `scenario::upgrade_loop`; `--scenario mixed` is this loop with flock on the server and
+//! the `--lock` fcntl flavour on the client.
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::channel::Channel;
 use super::handshake;
+use super::latency::LatencyHist;
 use super::shared::Inside;
 use super::watchdog::Watchdog;
 use super::{
     Acquisition, Role, RoleReport, format_acquisition_log, lock, lock_name, monotonic_ns,
     share_name,
 };
-use crate::cli::{LockKind, RoleArgs, Share};
+use crate::cli::{LockKind, RoleArgs, Scenario, Share, SyncKind};
 
 /// A role's validated settings.
 #[derive(Debug, Clone)]
 pub struct RoleConfig {
     pub role: Role,
     pub socket: PathBuf,
+    /// The lock THIS role takes (with `--scenario mixed` the server's is flock).
     pub lock: LockKind,
     pub share: Share,
+    pub sync: SyncKind,
+    pub scenario: Option<Scenario>,
     pub iterations: u64,
     pub stall: Duration,
     pub json: bool,
@@ -39,19 +50,79 @@ pub struct RoleConfig {
 
 impl RoleConfig {
     pub fn from_args(role: Role, args: &RoleArgs) -> anyhow::Result<RoleConfig> {
-        if args.workload.iterations == 0 {
+        let w = &args.workload;
+        if w.iterations == 0 {
             anyhow::bail!("--iterations must be at least 1");
         }
+        let (lock, share) = effective_lock(role, w.lock, w.share, w.sync, w.scenario)?;
         Ok(RoleConfig {
             role,
             socket: args.socket.clone(),
-            lock: args.workload.lock,
-            share: args.workload.share,
-            iterations: args.workload.iterations,
+            lock,
+            share,
+            sync: w.sync,
+            scenario: w.scenario,
+            iterations: w.iterations,
             stall: Duration::from_secs(args.workload.stall_timeout.max(1)),
             json: args.json,
             acquisition_log: args.acquisition_log.clone(),
         })
+    }
+}
+
+/// Check the combination of `--lock`, `--sync` and `--scenario`, and return the lock and share
+/// mode `role` uses. Scenarios use private descriptions (`reopen`), so that every lock flavour
+/// would exclude on its own; `mixed` gives the server flock.
+pub fn effective_lock(
+    role: Role,
+    lock: LockKind,
+    share: Share,
+    sync: SyncKind,
+    scenario: Option<Scenario>,
+) -> anyhow::Result<(LockKind, Share)> {
+    let Some(scenario) = scenario else {
+        return Ok((lock, share));
+    };
+    if sync != SyncKind::Fcntl {
+        return Err(crate::app::hinted(
+            format!(
+                "--scenario {} is about file locks and cannot use --sync {}",
+                super::scenario::scenario_name(scenario),
+                super::sync::sync_name(sync)
+            ),
+            "drop --sync (or pass --sync fcntl)",
+        ));
+    }
+    match (scenario, lock) {
+        (Scenario::Upgrade, LockKind::Lockf) => Err(crate::app::hinted(
+            "lockf has no shared lock, so there is nothing to upgrade",
+            "use --lock posix (lockf is a POSIX lock through fcntl), ofd or flock",
+        )),
+        (Scenario::Mixed, LockKind::Flock) => Err(crate::app::hinted(
+            "--scenario mixed pairs the server's flock with an fcntl lock on the client",
+            "pass --lock posix, ofd or lockf",
+        )),
+        (Scenario::Mixed, _) if role == Role::Server => Ok((LockKind::Flock, Share::Reopen)),
+        _ => Ok((lock, Share::Reopen)),
+    }
+}
+
+/// How a role's mode reads in its summary line: `ofd lock, share same`, `eventfd sync`, ...
+pub fn mode_label(cfg: &RoleConfig) -> String {
+    match (cfg.scenario, cfg.sync) {
+        (Some(s), _) => format!(
+            "{} scenario, {} lock",
+            super::scenario::scenario_name(s),
+            lock_name(cfg.lock)
+        ),
+        (None, SyncKind::Fcntl) => {
+            format!(
+                "{} lock, share {}",
+                lock_name(cfg.lock),
+                share_name(cfg.share)
+            )
+        }
+        (None, sync) => format!("{} sync", super::sync::sync_name(sync)),
     }
 }
 
@@ -89,23 +160,21 @@ fn role_main(role: Role, args: &RoleArgs) -> anyhow::Result<ExitCode> {
     if cfg.json {
         println!("{}", serde_json::to_string(&done.report)?);
     } else {
-        println!("{}", summary_line(&done.report, cfg.lock, cfg.share));
+        println!("{}", summary_line(&done.report, &mode_label(&cfg)));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `server: 100 turns, 412 whoops (4.12 per turn), 0 overlaps, 3.21 ms (ofd lock, share same)`.
-pub fn summary_line(r: &RoleReport, lock: LockKind, share: Share) -> String {
+pub fn summary_line(r: &RoleReport, mode: &str) -> String {
     let per_turn = r.whoops as f64 / r.iterations.max(1) as f64;
     format!(
-        "{}: {} turns, {} whoops ({per_turn:.2} per turn), {} overlaps, {:.2} ms ({} lock, share {})",
+        "{}: {} turns, {} whoops ({per_turn:.2} per turn), {} overlaps, {:.2} ms ({mode})",
         r.role,
         r.iterations,
         r.whoops,
         r.overlaps,
         r.elapsed_ns as f64 / 1e6,
-        lock_name(lock),
-        share_name(share)
     )
 }
 
@@ -120,18 +189,41 @@ fn serve(cfg: &RoleConfig) -> anyhow::Result<LoopResult> {
         handshake::payload_text(&got.payload),
         got.fds.len()
     );
-    let fd = handshake::validate(got).map_err(|r| r.into_error())?;
+    let (fd, eventfds) = handshake::validate_for(got, handshake::Expect::for_sync(cfg.sync))
+        .map_err(|r| r.into_error())?;
     let (dev, ino) = handshake::memfd_id(fd.as_fd())?;
-    let fd = share_fd(fd, cfg.share)?;
-    turn_loop(cfg, fd, dev, ino)
+    run_loop(cfg, fd, dev, ino, eventfds)
 }
 
 fn connect(cfg: &RoleConfig) -> anyhow::Result<LoopResult> {
     let memfd = handshake::create_memfd()?;
     let (dev, ino) = handshake::memfd_id(memfd.as_fd())?;
-    handshake::send_memfd(&cfg.socket, memfd.as_fd(), cfg.stall)?;
-    let fd = share_fd(memfd, cfg.share)?;
-    turn_loop(cfg, fd, dev, ino)
+    let eventfds = match cfg.sync {
+        // The server's eventfd, then the client's, after the memfd in the same datagram.
+        SyncKind::Eventfd => vec![super::eventfd::create()?, super::eventfd::create()?],
+        _ => Vec::new(),
+    };
+    let mut fds = vec![memfd.as_fd()];
+    fds.extend(eventfds.iter().map(|f| f.as_fd()));
+    handshake::send_fds(&cfg.socket, &fds, cfg.stall)?;
+    run_loop(cfg, memfd, dev, ino, eventfds)
+}
+
+/// The loop this role's mode runs.
+fn run_loop(
+    cfg: &RoleConfig,
+    fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+    eventfds: Vec<OwnedFd>,
+) -> anyhow::Result<LoopResult> {
+    match (cfg.scenario, cfg.sync) {
+        (Some(Scenario::Upgrade), _) => {
+            super::scenario::upgrade_loop(cfg, share_fd(fd, cfg.share)?, dev, ino)
+        }
+        (_, SyncKind::Fcntl) => turn_loop(cfg, share_fd(fd, cfg.share)?, dev, ino),
+        _ => super::sync::sync_loop(cfg, fd, dev, ino, eventfds),
+    }
 }
 
 /// `same`: keep the descriptor (one open file description for both roles); `reopen`: a
@@ -169,6 +261,9 @@ pub fn turn_loop(cfg: &RoleConfig, fd: OwnedFd, dev: u64, ino: u64) -> anyhow::R
         share_name(cfg.share),
         channel.name()
     );
+    let mut latency = LatencyHist::default();
+    let my_stamp = inside.stamp(role);
+    let their_stamp = inside.stamp(role.other());
     let watchdog = Watchdog::start(role, cfg.stall)?;
     let (mut turns, mut whoops, mut overlaps) = (0u64, 0u64, 0u64);
     let start = monotonic_ns();
@@ -186,7 +281,10 @@ pub fn turn_loop(cfg: &RoleConfig, fd: OwnedFd, dev: u64, ino: u64) -> anyhow::R
         if inside.enter() {
             overlaps += 1;
         }
-        let mine = channel.try_turn(role, fd.as_fd(), turns);
+        let mine = channel.try_turn_then(role, fd.as_fd(), turns, || {
+            latency.record_handoff(their_stamp.load(Ordering::Acquire), ts_ns);
+            my_stamp.store(monotonic_ns(), Ordering::Release);
+        });
         inside.leave();
         loop {
             match lock::unlock(kind, fd.as_fd()) {
@@ -222,6 +320,8 @@ pub fn turn_loop(cfg: &RoleConfig, fd: OwnedFd, dev: u64, ino: u64) -> anyhow::R
             elapsed_ns,
             memfd_dev: dev,
             memfd_ino: ino,
+            handoff_latency: Some(latency.summary()),
+            upgrade: None,
         },
         log,
     })
@@ -243,11 +343,78 @@ mod tests {
             elapsed_ns: 3_210_000,
             memfd_dev: 1,
             memfd_ino: 2,
+            handoff_latency: None,
+            upgrade: None,
+        };
+        let mut cfg = RoleConfig {
+            role: Role::Server,
+            socket: PathBuf::from("/s"),
+            lock: LockKind::Ofd,
+            share: Share::Same,
+            sync: SyncKind::Fcntl,
+            scenario: None,
+            iterations: 100,
+            stall: Duration::from_secs(1),
+            json: false,
+            acquisition_log: None,
         };
         assert_eq!(
-            summary_line(&r, LockKind::Ofd, Share::Same),
+            summary_line(&r, &mode_label(&cfg)),
             "server: 100 turns, 412 whoops (4.12 per turn), 0 overlaps, 3.21 ms (ofd lock, share same)"
         );
+        cfg.sync = SyncKind::Futex;
+        assert_eq!(mode_label(&cfg), "futex sync");
+        cfg.scenario = Some(Scenario::Upgrade);
+        cfg.lock = LockKind::Flock;
+        assert_eq!(mode_label(&cfg), "upgrade scenario, flock lock");
+    }
+
+    #[test]
+    fn scenarios_check_their_lock_and_sync() {
+        use LockKind::*;
+        let ok = |role, lock, scenario| {
+            effective_lock(role, lock, Share::Same, SyncKind::Fcntl, Some(scenario)).unwrap()
+        };
+        assert_eq!(
+            ok(Role::Server, Posix, Scenario::Mixed),
+            (Flock, Share::Reopen)
+        );
+        assert_eq!(
+            ok(Role::Client, Posix, Scenario::Mixed),
+            (Posix, Share::Reopen)
+        );
+        assert_eq!(
+            ok(Role::Server, Flock, Scenario::Upgrade),
+            (Flock, Share::Reopen)
+        );
+        assert_eq!(
+            effective_lock(Role::Client, Ofd, Share::Same, SyncKind::Fcntl, None).unwrap(),
+            (Ofd, Share::Same)
+        );
+        for (lock, sync, scenario, want) in [
+            (
+                Lockf,
+                SyncKind::Fcntl,
+                Scenario::Upgrade,
+                "lockf has no shared lock",
+            ),
+            (
+                Flock,
+                SyncKind::Fcntl,
+                Scenario::Mixed,
+                "pairs the server's flock",
+            ),
+            (
+                Posix,
+                SyncKind::Futex,
+                Scenario::Mixed,
+                "cannot use --sync futex",
+            ),
+        ] {
+            let err = effective_lock(Role::Server, lock, Share::Same, sync, Some(scenario));
+            let msg = crate::app::render_error(&err.unwrap_err());
+            assert!(msg.contains(want), "{msg}");
+        }
     }
 
     #[test]
@@ -261,6 +428,8 @@ mod tests {
             socket: PathBuf::from("/nonexistent"),
             lock: LockKind::Flock,
             share: Share::Reopen,
+            sync: SyncKind::Fcntl,
+            scenario: None,
             iterations: 50,
             stall: Duration::from_secs(20),
             json: false,
@@ -279,6 +448,10 @@ mod tests {
             assert_eq!(r.log.len() as u64, r.report.acquisitions);
             assert_eq!(r.log.iter().filter(|a| !a.whoops).count(), 50);
             assert!(r.log.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+            // Every turn but the server's first measured a handoff.
+            let lat = r.report.handoff_latency.as_ref().unwrap();
+            let want = if r.report.role == "server" { 49 } else { 50 };
+            assert_eq!(lat.samples, want);
         }
     }
 }

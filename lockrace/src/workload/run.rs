@@ -23,7 +23,7 @@ use super::{
     Acquisition, Role, RoleReport, WorkloadReport, lock_name, monotonic_ns, parse_acquisition_log,
     share_name,
 };
-use crate::cli::{LockKind, RunArgs, Share};
+use crate::cli::{LockKind, RunArgs, Scenario, Share, SyncKind};
 use crate::report::model::{Document, kernel_release};
 
 /// A validated `run`.
@@ -31,6 +31,10 @@ use crate::report::model::{Document, kernel_release};
 pub struct RunConfig {
     pub lock: LockKind,
     pub share: Share,
+    /// `fcntl` (the lock loop), or the `eventfd`/`futex` remedies (`lock`/`share` unused).
+    pub sync: SyncKind,
+    /// A scenario instead of the turn loop (`iterations` rounds).
+    pub scenario: Option<Scenario>,
     pub iterations: u64,
     pub stall_timeout: Duration,
     /// The binary to re-execute for the roles (`/proc/self/exe` by default).
@@ -55,9 +59,16 @@ impl RunConfig {
                 "set TMPDIR to a writable directory",
             ));
         }
+        // Both roles' view of the combination must be valid (the server's and the client's lock
+        // differ in `mixed`); the run keeps the client's, i.e. the `--lock` flavour.
+        super::role::effective_lock(Role::Server, w.lock, w.share, w.sync, w.scenario)?;
+        let (lock, share) =
+            super::role::effective_lock(Role::Client, w.lock, w.share, w.sync, w.scenario)?;
         Ok(RunConfig {
-            lock: w.lock,
-            share: w.share,
+            lock,
+            share,
+            sync: w.sync,
+            scenario: w.scenario,
             iterations: w.iterations,
             stall_timeout: Duration::from_secs(w.stall_timeout.max(1)),
             exe: PathBuf::from("/proc/self/exe"),
@@ -162,9 +173,20 @@ impl RunOutcome {
 
     /// The `workload` object of the report: the roles that reported, server first.
     pub fn workload_report(&self, cfg: &RunConfig) -> WorkloadReport {
+        let file_lock = cfg.sync == SyncKind::Fcntl;
         WorkloadReport {
-            lock: lock_name(cfg.lock).to_string(),
-            share: share_name(cfg.share).to_string(),
+            lock: if file_lock {
+                lock_name(cfg.lock)
+            } else {
+                "none"
+            }
+            .to_string(),
+            share: if file_lock {
+                share_name(cfg.share)
+            } else {
+                "none"
+            }
+            .to_string(),
             iterations: cfg.iterations,
             roles: self
                 .roles()
@@ -172,6 +194,10 @@ impl RunOutcome {
                 .filter_map(|r| r.report.clone())
                 .collect(),
             probe_effect: None,
+            sync: (!file_lock).then(|| super::sync::sync_name(cfg.sync).to_string()),
+            scenario: cfg
+                .scenario
+                .map(|s| super::scenario::scenario_name(s).to_string()),
         }
     }
 }
@@ -209,9 +235,20 @@ fn files(dir: &Path, role: Role) -> Files {
     }
 }
 
-/// The role's command line (also what `-v` prints).
+/// The role's command line (also what `-v` prints). `--sync` and `--scenario` appear only
+/// when they are not the defaults.
 pub fn role_args(cfg: &RunConfig, role: Role, socket: &Path, acq: &Path) -> Vec<String> {
-    vec![
+    let mut extra: Vec<String> = Vec::new();
+    if cfg.sync != SyncKind::Fcntl {
+        extra.extend(["--sync".into(), super::sync::sync_name(cfg.sync).into()]);
+    }
+    if let Some(s) = cfg.scenario {
+        extra.extend([
+            "--scenario".into(),
+            super::scenario::scenario_name(s).into(),
+        ]);
+    }
+    let mut args = vec![
         role.as_str().to_string(),
         "--socket".into(),
         socket.display().to_string(),
@@ -226,7 +263,32 @@ pub fn role_args(cfg: &RunConfig, role: Role, socket: &Path, acq: &Path) -> Vec<
         "--json".into(),
         "--acquisition-log".into(),
         acq.display().to_string(),
-    ]
+    ];
+    args.extend(extra);
+    args
+}
+
+impl RunConfig {
+    /// What the run measures, as the summary's first line says it: `ofd lock, share same`,
+    /// `eventfd sync`, `upgrade scenario, flock lock`, `mixed scenario, flock vs posix`.
+    pub fn label(&self) -> String {
+        match (self.scenario, self.sync) {
+            (Some(Scenario::Mixed), _) => {
+                format!("mixed scenario, flock vs {}", lock_name(self.lock))
+            }
+            (Some(s), _) => format!(
+                "{} scenario, {} lock",
+                super::scenario::scenario_name(s),
+                lock_name(self.lock)
+            ),
+            (None, SyncKind::Fcntl) => format!(
+                "{} lock, share {}",
+                lock_name(self.lock),
+                share_name(self.share)
+            ),
+            (None, sync) => format!("{} sync", super::sync::sync_name(sync)),
+        }
+    }
 }
 
 fn spawn_role(cfg: &RunConfig, role: Role, dir: &Path, socket: &Path) -> anyhow::Result<Child> {
@@ -511,12 +573,33 @@ fn fmt_ms(ns: u64) -> String {
     format!("{:.2} ms", ns as f64 / 1e6)
 }
 
+/// A latency in the summary: `12.3 us`, or `-` when the role measured none.
+fn latency_cell(
+    r: &RoleReport,
+    pick: impl Fn(&super::latency::HandoffLatency) -> Option<u64>,
+) -> String {
+    r.handoff_latency
+        .as_ref()
+        .and_then(pick)
+        .map_or_else(|| "-".to_string(), fmt_latency)
+}
+
+/// `850 ns`, `12.3 us`, `4.56 ms`.
+pub fn fmt_latency(ns: u64) -> String {
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} us", ns as f64 / 1e3)
+    } else {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    }
+}
+
 /// The side-by-side terminal summary.
 pub fn render_summary(cfg: &RunConfig, outcome: &RunOutcome, traced: bool) -> String {
     let mut out = format!(
-        "lockrace run: {} lock, share {}, {} iterations, {}\n",
-        lock_name(cfg.lock),
-        share_name(cfg.share),
+        "lockrace run: {}, {} iterations, {}\n",
+        cfg.label(),
         cfg.iterations,
         if traced { "traced" } else { "untraced" }
     );
@@ -552,22 +635,36 @@ pub fn render_summary(cfg: &RunConfig, outcome: &RunOutcome, traced: bool) -> St
                 }
             }),
         ),
+        ("handoff p50", cell(&|r| latency_cell(r, |l| l.p50_ns))),
+        ("handoff p99", cell(&|r| latency_cell(r, |l| l.p99_ns))),
     ];
     out.push_str(&format!("  {:<16}{:>14}{:>14}\n", "", "server", "client"));
     for (name, cells) in rows {
         out.push_str(&format!("  {name:<16}{:>14}{:>14}\n", cells[0], cells[1]));
     }
     if let Some(m) = outcome.memfd {
+        let state = match (cfg.scenario, cfg.sync) {
+            (Some(Scenario::Upgrade), _) => "scenario words at bytes 0..12",
+            (_, SyncKind::Fcntl) => super::channel::Channel::for_mode(cfg.lock, cfg.share).name(),
+            (_, SyncKind::Eventfd) => "counter in bytes 0..8 (woken through eventfds)",
+            (_, SyncKind::Futex) => "futex word at bytes 48..52",
+        };
         out.push_str(&format!(
-            "  memfd dev {}:{} ino {}, state in the {}\n",
+            "  memfd dev {}:{} ino {}, state in the {state}\n",
             m.dev >> 20,
             m.dev & 0xfffff,
             m.ino,
-            super::channel::Channel::for_mode(cfg.lock, cfg.share).name()
         ));
     }
     let overlaps: u64 = reports.iter().flatten().map(|r| r.overlaps).sum();
-    if overlaps > 0 {
+    if cfg.scenario == Some(Scenario::Mixed) && overlaps > 0 {
+        out.push_str("  overlaps > 0: flock and fcntl locks on one file do not see each other\n");
+    } else if overlaps > 0 && cfg.sync != SyncKind::Fcntl {
+        out.push_str(&format!(
+            "  overlaps > 0: the {} handoff let both roles in at once (a bug)\n",
+            super::sync::sync_name(cfg.sync)
+        ));
+    } else if overlaps > 0 {
         out.push_str(&format!(
             "  overlaps > 0: the {} lock did not exclude; both roles lock through one open file \
              description, which owns {} locks (try --share reopen)\n",
@@ -596,6 +693,30 @@ pub fn write_document(path: &Path, doc: &Document) -> anyhow::Result<()> {
 
 pub fn main(args: RunArgs, _verbose: u8) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::from_args(&args)?;
+    if cfg.scenario.is_some() {
+        return super::scenario::main(&args, &cfg);
+    }
+    if cfg.sync != SyncKind::Fcntl && !args.no_trace {
+        if args.events.is_some() || args.perfetto.is_some() {
+            return Err(crate::app::hinted(
+                format!(
+                    "--sync {} takes no file lock, so there are no lock events to write",
+                    super::sync::sync_name(cfg.sync)
+                ),
+                "drop --events/--perfetto",
+            ));
+        }
+        eprintln!(
+            "lockrace: --sync {} takes no file lock; running untraced",
+            super::sync::sync_name(cfg.sync)
+        );
+        crate::signals::install()?;
+        let outcome = execute(&cfg)?;
+        if outcome.roles().iter().any(|r| r.report.is_some()) {
+            print!("{}", render_summary(&cfg, &outcome, false));
+        }
+        return finish(&args, &cfg, outcome, None);
+    }
     let wants_trace = !args.no_trace;
     let root = nix::unistd::geteuid().is_root();
     if wants_trace && root {
@@ -656,6 +777,8 @@ mod tests {
         RunConfig {
             lock: LockKind::Ofd,
             share: Share::Same,
+            sync: SyncKind::Fcntl,
+            scenario: None,
             iterations: 100,
             stall_timeout: Duration::from_secs(10),
             exe: PathBuf::from("/proc/self/exe"),
@@ -674,6 +797,8 @@ mod tests {
             elapsed_ns: 2_000_000,
             memfd_dev: 45,
             memfd_ino: 99,
+            handoff_latency: None,
+            upgrade: None,
         }
     }
 
@@ -797,5 +922,45 @@ mod tests {
         let mut argv = vec!["lockrace".to_string()];
         argv.extend(a);
         assert!(<crate::cli::Cli as clap::Parser>::try_parse_from(argv).is_ok());
+        let mut c = cfg();
+        c.sync = SyncKind::Futex;
+        let a = role_args(&c, Role::Server, Path::new("/s"), Path::new("/a"));
+        assert!(
+            a.join(" ").ends_with("--acquisition-log /a --sync futex"),
+            "{a:?}"
+        );
+        c.sync = SyncKind::Fcntl;
+        c.scenario = Some(Scenario::Upgrade);
+        let a = role_args(&c, Role::Server, Path::new("/s"), Path::new("/a"));
+        assert!(a.join(" ").ends_with("--scenario upgrade"), "{a:?}");
+        let mut argv = vec!["lockrace".to_string()];
+        argv.extend(a);
+        assert!(<crate::cli::Cli as clap::Parser>::try_parse_from(argv).is_ok());
+    }
+
+    #[test]
+    fn labels_and_latency_cells() {
+        let mut c = cfg();
+        assert_eq!(c.label(), "ofd lock, share same");
+        c.sync = SyncKind::Eventfd;
+        assert_eq!(c.label(), "eventfd sync");
+        let o = outcome(Some(report("server", 0, 0)), Some(report("client", 0, 0)));
+        assert_eq!(o.workload_report(&c).sync.as_deref(), Some("eventfd"));
+        assert_eq!(o.workload_report(&c).lock, "none");
+        c.sync = SyncKind::Fcntl;
+        c.scenario = Some(Scenario::Mixed);
+        c.lock = LockKind::Posix;
+        assert_eq!(c.label(), "mixed scenario, flock vs posix");
+        assert_eq!(fmt_latency(850), "850 ns");
+        assert_eq!(fmt_latency(12_340), "12.3 us");
+        assert_eq!(fmt_latency(4_560_000), "4.56 ms");
+        let mut r = report("server", 0, 0);
+        assert_eq!(latency_cell(&r, |l| l.p50_ns), "-");
+        r.handoff_latency = Some(super::super::latency::HandoffLatency {
+            samples: 1,
+            p50_ns: Some(2_000),
+            ..Default::default()
+        });
+        assert_eq!(latency_cell(&r, |l| l.p50_ns), "2.0 us");
     }
 }

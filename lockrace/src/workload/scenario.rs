@@ -1,0 +1,424 @@
+//! `lockrace run --scenario upgrade|mixed`: the seed's other claims, each in a shape that makes
+//! the kernel show its hand.
+//!
+//! - `upgrade` (`--lock flock|posix|ofd`, `--iterations` rounds): per round both roles take the
+//!   SHARED lock; the server then upgrades to exclusive and, since the client still holds its
+//!   shared lock, has to wait; once the server is seen asleep in that call (`/proc/PID/stat`
+//!   state `S`), the client releases its shared lock and at once asks for the exclusive lock.
+//!   If the upgrade dropped the server's shared lock before waiting (flock), nothing stops the
+//!   client: it is granted first and the upgrade was "stolen". If the upgrade kept the read lock
+//!   while waiting (fcntl converts in place), the client blocks behind it. Both roles record
+//!   what they saw (`RoleReport::upgrade`); traced, `evidence::upgrade_windows` shows it in the
+//!   kernel events. The roles coordinate through futex words at bytes 0, 4 and 8 of the memfd.
+//! - `mixed`: the ordinary turn loop with flock on the server and the `--lock` fcntl flavour on
+//!   the client (private descriptions): overlaps > 0, and traced, `evidence::independence`
+//!   shows grants of both kinds interleaving with no request ever blocked.
+//!
+//! Invariants: every wait is bounded (sliced futex waits checking signals, a dead peer and the
+//! stall timeout; the watchdog as a backstop); the scenario's JSON (`--json`) is its own
+//! document, `"report": "lockrace-scenario"`, holding the workload and the kernel evidence.
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::evidence::{self, CallPath, Independence, UpgradeSummary};
+use super::role::{LoopResult, RoleConfig};
+use super::run::{RunConfig, RunOutcome, execute, render_summary};
+use super::shared::{Inside, SCENARIO_OFFSET};
+use super::sync::{Peer, WaitCtx, publish};
+use super::trace_pass::{TraceOptions, traced_execute};
+use super::watchdog::Watchdog;
+use super::{Acquisition, Role, RoleReport, WorkloadReport, lock, lock_name, monotonic_ns};
+use crate::cli::{RunArgs, Scenario};
+use crate::report::model::{CaptureInfo, kernel_release};
+
+/// The CLI spelling of a scenario.
+pub fn scenario_name(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Upgrade => "upgrade",
+        Scenario::Mixed => "mixed",
+    }
+}
+
+/// What one role saw of the upgrades.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpgradeCounts {
+    pub rounds: u64,
+    /// Rounds in which the client was granted the exclusive lock before the server's upgrade
+    /// returned (server: the client had it already when the upgrade returned; client: the
+    /// upgrade had not returned when it got the lock).
+    pub stolen: u64,
+}
+
+/// Rounds are numbered in u32 futex words (4 phases each).
+pub const MAX_ROUNDS: u64 = (u32::MAX / 4) as u64;
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `D`, `Z`, ...): the third field, after the
+/// parenthesised command name (which may itself contain `)` and spaces).
+pub fn stat_state(stat: &str) -> Option<char> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().next()?.chars().next()
+}
+
+/// Wait until process `pid`'s main thread sleeps (`S` or `D`): the server is blocked in its
+/// upgrade call. Bounded by the stall timeout through `ctx`.
+fn await_asleep(ctx: &mut WaitCtx<'_>, pid: u32) -> anyhow::Result<()> {
+    let path = format!("/proc/{pid}/stat");
+    let mut last_check = monotonic_ns();
+    loop {
+        let stat = std::fs::read_to_string(&path).unwrap_or_default();
+        if matches!(stat_state(&stat), Some('S' | 'D')) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_micros(20));
+        if monotonic_ns().saturating_sub(last_check) > super::sync::SLICE.as_nanos() as u64 {
+            last_check = monotonic_ns();
+            ctx.check()?;
+        }
+    }
+}
+
+fn retry_eintr(f: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
+    loop {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                if crate::signals::interrupted() {
+                    return Err(e);
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The role side of `--scenario upgrade`. `fd` is this role's private description.
+pub fn upgrade_loop(
+    cfg: &RoleConfig,
+    fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+) -> anyhow::Result<LoopResult> {
+    let role = cfg.role;
+    let kind = cfg.lock;
+    if cfg.iterations > MAX_ROUNDS {
+        anyhow::bail!("--scenario upgrade runs at most {MAX_ROUNDS} rounds");
+    }
+    let shared = Inside::map(fd.as_fd())?;
+    shared
+        .pid(role)
+        .store(std::process::id(), Ordering::Release);
+    let phase = shared.u32_at(SCENARIO_OFFSET);
+    let upgraded = shared.u32_at(SCENARIO_OFFSET + 4);
+    let client_ex = shared.u32_at(SCENARIO_OFFSET + 8);
+    let mut ctx = WaitCtx {
+        role,
+        shared: &shared,
+        peer: Peer::new(role.other()),
+        stall: cfg.stall,
+        last_progress_ns: monotonic_ns(),
+        waiting_on: "the scenario's phase word",
+    };
+    let watchdog = Watchdog::start(role, cfg.stall)?;
+    let keep_log = cfg.acquisition_log.is_some();
+    let mut log: Vec<Acquisition> = Vec::new();
+    let grant = |log: &mut Vec<Acquisition>| {
+        let ts_ns = monotonic_ns();
+        if keep_log {
+            log.push(Acquisition {
+                ts_ns,
+                whoops: false,
+            });
+        }
+        ts_ns
+    };
+    let what = lock_name(kind);
+    let (mut overlaps, mut stolen) = (0u64, 0u64);
+    let start = monotonic_ns();
+    for k in 0..cfg.iterations as u32 {
+        let base = k * 4;
+        let round = k + 1;
+        match role {
+            Role::Server => {
+                ctx.await_word(phase, |v| v == base)?;
+                retry_eintr(|| lock::lock_shared(kind, fd.as_fd()))
+                    .with_context(|| format!("cannot take the shared {what} lock"))?;
+                grant(&mut log);
+                publish(phase, base + 1)?;
+                ctx.await_word(phase, |v| v == base + 2)?;
+                publish(phase, base + 3)?;
+                // The upgrade: the client holds a shared lock, so this waits.
+                retry_eintr(|| lock::lock(kind, fd.as_fd()))
+                    .with_context(|| format!("cannot upgrade the {what} lock"))?;
+                grant(&mut log);
+                if client_ex.load(Ordering::Acquire) == round {
+                    stolen += 1;
+                }
+                publish(upgraded, round)?;
+                if shared.enter() {
+                    overlaps += 1;
+                }
+                shared.leave();
+                retry_eintr(|| lock::unlock(kind, fd.as_fd()))
+                    .with_context(|| format!("cannot release the {what} lock"))?;
+            }
+            Role::Client => {
+                ctx.await_word(phase, |v| v == base + 1)?;
+                retry_eintr(|| lock::lock_shared(kind, fd.as_fd()))
+                    .with_context(|| format!("cannot take the shared {what} lock"))?;
+                grant(&mut log);
+                publish(phase, base + 2)?;
+                ctx.await_word(phase, |v| v == base + 3)?;
+                let server = shared.pid(Role::Server).load(Ordering::Acquire);
+                await_asleep(&mut ctx, server)?;
+                retry_eintr(|| lock::unlock(kind, fd.as_fd()))
+                    .with_context(|| format!("cannot release the shared {what} lock"))?;
+                retry_eintr(|| lock::lock(kind, fd.as_fd()))
+                    .with_context(|| format!("cannot take the {what} lock"))?;
+                grant(&mut log);
+                if upgraded.load(Ordering::Acquire) != round {
+                    stolen += 1;
+                }
+                publish(client_ex, round)?;
+                if shared.enter() {
+                    overlaps += 1;
+                }
+                shared.leave();
+                retry_eintr(|| lock::unlock(kind, fd.as_fd()))
+                    .with_context(|| format!("cannot release the {what} lock"))?;
+                ctx.await_word(upgraded, |v| v == round)?;
+                publish(phase, base + 4)?;
+            }
+        }
+        let now = monotonic_ns();
+        ctx.last_progress_ns = now;
+        watchdog.progress(now);
+    }
+    let elapsed_ns = monotonic_ns().saturating_sub(start);
+    watchdog.stop();
+    let grants = 2 * cfg.iterations;
+    Ok(LoopResult {
+        report: RoleReport {
+            role: role.as_str().to_string(),
+            pid: std::process::id(),
+            iterations: cfg.iterations,
+            acquisitions: grants,
+            whoops: 0,
+            overlaps,
+            elapsed_ns,
+            memfd_dev: dev,
+            memfd_ino: ino,
+            handoff_latency: None,
+            upgrade: Some(UpgradeCounts {
+                rounds: cfg.iterations,
+                stolen,
+            }),
+        },
+        log,
+    })
+}
+
+/// What the kernel events of a traced scenario show.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ScenarioKernel {
+    pub capture: CaptureInfo,
+    /// `upgrade`: the server's upgrade windows, counted, and what they mean.
+    #[serde(default)]
+    pub upgrade: Option<UpgradeSummary>,
+    #[serde(default)]
+    pub upgrade_verdict: Option<String>,
+    /// `mixed`: flock and fcntl grants on the memfd.
+    #[serde(default)]
+    pub independence: Option<Independence>,
+    /// The syscalls and kernel paths of each role's requests.
+    pub server_path: CallPath,
+    pub client_path: CallPath,
+}
+
+/// The `--json` document of a scenario run.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ScenarioReport {
+    /// Always `lockrace-scenario`.
+    pub report: String,
+    pub lockrace_version: String,
+    pub kernel_release: String,
+    pub scenario: String,
+    pub complete: bool,
+    #[serde(default)]
+    pub incomplete_reasons: Vec<String>,
+    pub workload: WorkloadReport,
+    /// Null when untraced.
+    pub kernel: Option<ScenarioKernel>,
+}
+
+/// The evidence in the events of one traced scenario run.
+pub fn kernel_evidence(
+    scenario: Scenario,
+    outcome: &RunOutcome,
+    events: &[crate::events::Event],
+    capture: CaptureInfo,
+) -> Option<ScenarioKernel> {
+    let m = outcome.memfd?;
+    let dev = m.dev as u32;
+    let (server, client) = (outcome.server.pid, outcome.client.pid);
+    let mut k = ScenarioKernel {
+        capture,
+        server_path: evidence::call_path(events, &[server], dev, m.ino),
+        client_path: evidence::call_path(events, &[client], dev, m.ino),
+        ..Default::default()
+    };
+    match scenario {
+        Scenario::Upgrade => {
+            let s = UpgradeSummary::of(&evidence::upgrade_windows(events, server, dev, m.ino));
+            k.upgrade_verdict = Some(s.verdict());
+            k.upgrade = Some(s);
+        }
+        Scenario::Mixed => k.independence = Some(evidence::independence(events, dev, m.ino)),
+    }
+    Some(k)
+}
+
+/// The scenario's lines under the run summary.
+pub fn render(cfg: &RunConfig, outcome: &RunOutcome, kernel: Option<&ScenarioKernel>) -> String {
+    let mut out = String::new();
+    let what = lock_name(cfg.lock);
+    if cfg.scenario == Some(Scenario::Upgrade) {
+        let seen: Vec<String> = outcome
+            .roles()
+            .iter()
+            .filter_map(|r| {
+                let u = r.report.as_ref()?.upgrade.as_ref()?;
+                Some(format!("{} {}", r.role, u.stolen))
+            })
+            .collect();
+        out.push_str(&format!(
+            "  upgrades: {} rounds of {what} shared -> exclusive while the other role held a \
+             shared lock and then asked for the exclusive one; stolen (the other role got it \
+             first), as each role saw it: {}\n",
+            cfg.iterations,
+            if seen.is_empty() {
+                "-".to_string()
+            } else {
+                seen.join(", ")
+            }
+        ));
+    }
+    let Some(k) = kernel else {
+        return out;
+    };
+    if let Some(u) = &k.upgrade {
+        out.push_str(&format!(
+            "  kernel: {} upgrades, {} waited, {} stolen, {} with the other's exclusive request \
+             blocked inside, {} explicit unlocks\n  verdict: {what} upgrade {}\n",
+            u.upgrades,
+            u.waited,
+            u.stolen,
+            u.others_blocked,
+            u.explicit_unlocks,
+            u.verdict()
+        ));
+    }
+    if let Some(i) = &k.independence {
+        out.push_str(&format!(
+            "  kernel: {} flock grants (server), {} {what} grants (client) on the memfd, {} \
+             blocked requests, {} grants while the other kind was held\n",
+            i.flock_grants, i.posix_grants, i.blocks, i.concurrent_grants
+        ));
+        out.push_str(if i.proves_independence() {
+            "  verdict: flock and fcntl locks on one file do not see each other (no request ever \
+             waited for the other kind)\n"
+        } else {
+            "  verdict: the events do not show independence (see the counts)\n"
+        });
+    }
+    out.push_str(&format!(
+        "  paths: server {}; client {}\n",
+        k.server_path.describe(),
+        k.client_path.describe()
+    ));
+    out
+}
+
+pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
+    let scenario = cfg.scenario.context("not a scenario run")?;
+    crate::signals::install()?;
+    let root = nix::unistd::geteuid().is_root();
+    let trace = !args.no_trace && root;
+    if !trace && (args.events.is_some() || args.perfetto.is_some()) {
+        return Err(crate::app::hinted(
+            "--events and --perfetto need kernel tracing, which needs root",
+            "run it with sudo (and without --no-trace)",
+        ));
+    }
+    if !args.no_trace && !root {
+        eprintln!(
+            "lockrace: not root, so the scenario is untraced (run it with sudo to see the kernel's side)"
+        );
+    }
+    let (outcome, kernel, mut doc) = if trace {
+        let t = traced_execute(
+            cfg,
+            &TraceOptions {
+                ring_buffer_bytes: args.ring_buffer_mb << 20,
+                events_jsonl: args.events.as_deref(),
+                perfetto: args.perfetto.as_deref(),
+                announce: true,
+            },
+        )?;
+        let capture = t.doc.capture.clone().unwrap_or_default();
+        let kernel = kernel_evidence(scenario, &t.outcome, &t.events, capture);
+        (t.outcome, kernel, t.doc)
+    } else {
+        let o = execute(cfg)?;
+        let doc = super::run::document(cfg, &o);
+        (o, None, doc)
+    };
+    if outcome.roles().iter().any(|r| r.report.is_some()) {
+        print!("{}", render_summary(cfg, &outcome, trace));
+        print!("{}", render(cfg, &outcome, kernel.as_ref()));
+    }
+    if let Some(path) = &args.json {
+        let report = ScenarioReport {
+            report: "lockrace-scenario".to_string(),
+            lockrace_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_release: kernel_release(),
+            scenario: scenario_name(scenario).to_string(),
+            complete: doc.complete,
+            incomplete_reasons: std::mem::take(&mut doc.incomplete_reasons),
+            workload: outcome.workload_report(cfg),
+            kernel,
+        };
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+    }
+    // The scenario wrote its own document: hand `finish` one so it does not write another.
+    super::run::finish(args, cfg, outcome, Some(doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_state_survives_odd_command_names() {
+        assert_eq!(stat_state("123 (lockrace) S 1 2 3"), Some('S'));
+        assert_eq!(stat_state("123 (a) b) R 1 2"), Some('R'));
+        assert_eq!(stat_state("123 (x y) D 0"), Some('D'));
+        assert_eq!(stat_state(""), None);
+        assert_eq!(stat_state("123 (x)"), None);
+        let me = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert_eq!(stat_state(&me), Some('R'));
+    }
+
+    #[test]
+    fn names_match_the_cli_spelling() {
+        use clap::ValueEnum;
+        for s in Scenario::value_variants() {
+            assert_eq!(s.to_possible_value().unwrap().get_name(), scenario_name(*s));
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The remedies: `--sync eventfd` and `--sync futex`, a strict alternation of turns with no file
+//! lock at all.
+//!
+//! - eventfd: the client creates two eventfds (the server's, then its own) and sends them with
+//!   the memfd in one datagram. A role waits on ITS eventfd (`poll` with a bounded timeout, then
+//!   a blocking `read`), and hands the turn over by writing 1 to the OTHER's. Whose turn it is
+//!   lives in a u64 counter at bytes 0..8 of the memfd mapping (even: server, odd: client), so a
+//!   role that wakes can check that it really is its turn.
+//! - futex: the turn word is the u32 at bytes 48..52 of the mapping (same parity rule). A role
+//!   sleeps with `FUTEX_WAIT` (shared futex: the two roles are different processes) while the
+//!   word holds the other's turn, and hands over with a store and `FUTEX_WAKE`. Spurious
+//!   wakeups and `EAGAIN` (the word changed before the kernel looked) just re-check the word.
+//!
+//! Invariants: a whoops here is a role that woke (eventfd readable, FUTEX_WAIT returned 0) and
+//! found it was not its turn: with a correct handoff it is always 0. Overlaps use the same
+//! "inside" counter as the lock loop. Every wait is sliced (100 ms), and each slice that ends
+//! without the turn checks for a signal, a dead peer (its pid is in the mapping; a pidfd tells
+//! when it has exited) and the stall timeout, so a role never hangs on a dead peer; the
+//! `watchdog` stays as a backstop. Each role stamps its slot before handing over, for the
+//! handoff latency (`latency`).
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::channel::counter_says_my_turn;
+use super::latency::LatencyHist;
+use super::role::{LoopResult, RoleConfig};
+use super::shared::{EVENTFD_TURN_OFFSET, FUTEX_OFFSET, Inside};
+use super::watchdog::{Watchdog, stall_error};
+use super::{Acquisition, Role, RoleReport, eventfd, futex, monotonic_ns};
+use crate::cli::SyncKind;
+
+/// How long one bounded wait lasts before the role checks signals, its peer and the stall.
+pub const SLICE: Duration = Duration::from_millis(100);
+
+/// The CLI spelling of a sync mode.
+pub fn sync_name(sync: SyncKind) -> &'static str {
+    match sync {
+        SyncKind::Fcntl => "fcntl",
+        SyncKind::Eventfd => "eventfd",
+        SyncKind::Futex => "futex",
+    }
+}
+
+/// The other role, as seen through its pid in the shared mapping.
+pub struct Peer {
+    role: Role,
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: a fresh descriptor nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+}
+
+fn exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut p = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd, no wait.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), 1, 0) };
+    r > 0 && p[0].revents != 0
+}
+
+impl Peer {
+    /// Watch `role` (the other side).
+    pub fn new(role: Role) -> Peer {
+        Peer {
+            role,
+            pid: 0,
+            pidfd: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's pid when it is known to have exited (a zombie counts: it will never move).
+    /// None while it lives or while its pid is not in the mapping yet.
+    pub fn gone(&mut self, shared: &Inside) -> Option<u32> {
+        if self.pid == 0 {
+            let pid = shared.pid(self.role).load(Ordering::Acquire);
+            if pid == 0 {
+                return None;
+            }
+            self.pid = pid;
+            match pidfd_open(pid) {
+                Ok(fd) => self.pidfd = Some(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Some(pid),
+                Err(_) => {} // no pidfds: fall back to kill(pid, 0)
+            }
+        }
+        let dead = match &self.pidfd {
+            Some(fd) => exited(fd.as_fd()),
+            None => {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            }
+        };
+        dead.then_some(self.pid)
+    }
+}
+
+/// The error of a role whose peer exited while it waited.
+pub fn peer_gone_error(role: Role, pid: u32, waiting_on: &str) -> anyhow::Error {
+    crate::app::hinted(
+        format!(
+            "the {} (pid {pid}) exited while the {role} waited on {waiting_on}; giving up",
+            role.other()
+        ),
+        "a role cannot get the turn back from a dead peer; start both sides again",
+    )
+}
+
+/// What a bounded wait checks each time a slice ends without the turn.
+pub struct WaitCtx<'a> {
+    pub role: Role,
+    pub shared: &'a Inside,
+    pub peer: Peer,
+    pub stall: Duration,
+    /// CLOCK_MONOTONIC of the last turn the role completed (or of the start).
+    pub last_progress_ns: u64,
+    /// "its eventfd", "the futex turn word", ...: for the error message.
+    pub waiting_on: &'static str,
+}
+
+impl WaitCtx<'_> {
+    /// Err when the role must stop waiting: a signal, a dead peer, or the stall timeout.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        if crate::signals::interrupted() {
+            anyhow::bail!("interrupted");
+        }
+        if let Some(pid) = self.peer.gone(self.shared) {
+            return Err(peer_gone_error(self.role, pid, self.waiting_on));
+        }
+        let left = super::watchdog::remaining_ns(self.last_progress_ns, self.stall, monotonic_ns());
+        if left == 0 {
+            return Err(stall_error(self.role, self.stall));
+        }
+        Ok(())
+    }
+
+    /// Sleep (sliced) until `word` satisfies `done`. Returns the value that did.
+    pub fn await_word(
+        &mut self,
+        word: &AtomicU32,
+        done: impl Fn(u32) -> bool,
+    ) -> anyhow::Result<u32> {
+        loop {
+            let v = word.load(Ordering::Acquire);
+            if done(v) {
+                return Ok(v);
+            }
+            match futex::wait(word, v, SLICE).context("FUTEX_WAIT failed")? {
+                futex::Wait::Woken | futex::Wait::Changed => {}
+                futex::Wait::TimedOut | futex::Wait::Interrupted => self.check()?,
+            }
+        }
+    }
+}
+
+/// Store `v` in `word` and wake its waiters.
+pub fn publish(word: &AtomicU32, v: u32) -> anyhow::Result<()> {
+    word.store(v, Ordering::Release);
+    futex::wake(word, i32::MAX).context("FUTEX_WAKE failed")?;
+    Ok(())
+}
+
+/// Whoops and the acquisition log, as the lock loop keeps them.
+struct Tally {
+    whoops: u64,
+    keep_log: bool,
+    log: Vec<Acquisition>,
+}
+
+impl Tally {
+    fn push(&mut self, ts_ns: u64, whoops: bool) {
+        if whoops {
+            self.whoops += 1;
+        }
+        if self.keep_log {
+            self.log.push(Acquisition { ts_ns, whoops });
+        }
+    }
+}
+
+/// How the turn reaches this role.
+enum Signal {
+    Eventfd { mine: OwnedFd, theirs: OwnedFd },
+    Futex,
+}
+
+/// Wait for this role's eventfd until the counter says it is its turn. Returns (seen, h).
+fn eventfd_turn(
+    ctx: &mut WaitCtx<'_>,
+    mine: BorrowedFd<'_>,
+    first: bool,
+    tally: &mut Tally,
+) -> anyhow::Result<(u64, u64)> {
+    let role = ctx.role;
+    let counter = ctx.shared.u64_at(EVENTFD_TURN_OFFSET);
+    if first {
+        let h = counter.load(Ordering::Acquire);
+        if counter_says_my_turn(role, h) {
+            return Ok((monotonic_ns(), h));
+        }
+    }
+    loop {
+        if !eventfd::wait_readable(mine, SLICE).context("cannot wait on the eventfd")? {
+            ctx.check()?;
+            continue;
+        }
+        if eventfd::read(mine)
+            .context("cannot read the eventfd")?
+            .is_none()
+        {
+            ctx.check()?;
+            continue;
+        }
+        let seen = monotonic_ns();
+        let h = counter.load(Ordering::Acquire);
+        if counter_says_my_turn(role, h) {
+            return Ok((seen, h));
+        }
+        tally.push(seen, true);
+    }
+}
+
+/// Sleep on the futex word until it says it is this role's turn. Returns (seen, word).
+fn futex_turn(ctx: &mut WaitCtx<'_>, tally: &mut Tally) -> anyhow::Result<(u64, u32)> {
+    let role = ctx.role;
+    let word = ctx.shared.u32_at(FUTEX_OFFSET);
+    loop {
+        let v = word.load(Ordering::Acquire);
+        if counter_says_my_turn(role, u64::from(v)) {
+            return Ok((monotonic_ns(), v));
+        }
+        match futex::wait(word, v, SLICE).context("FUTEX_WAIT failed")? {
+            futex::Wait::Woken => {
+                let seen = monotonic_ns();
+                let now = word.load(Ordering::Acquire);
+                if counter_says_my_turn(role, u64::from(now)) {
+                    return Ok((seen, now));
+                }
+                // Woken, and still not our turn: a spurious wakeup.
+                tally.push(seen, true);
+            }
+            futex::Wait::Changed => {}
+            futex::Wait::TimedOut | futex::Wait::Interrupted => ctx.check()?,
+        }
+    }
+}
+
+/// The `--sync eventfd|futex` loop. `eventfds` are the server's and the client's eventfd (in
+/// that order) for eventfd, empty for futex.
+pub fn sync_loop(
+    cfg: &RoleConfig,
+    fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+    eventfds: Vec<OwnedFd>,
+) -> anyhow::Result<LoopResult> {
+    let role = cfg.role;
+    let signal = match cfg.sync {
+        SyncKind::Eventfd => {
+            let [server, client]: [OwnedFd; 2] = eventfds
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("--sync eventfd needs exactly two eventfds"))?;
+            match role {
+                Role::Server => Signal::Eventfd {
+                    mine: server,
+                    theirs: client,
+                },
+                Role::Client => Signal::Eventfd {
+                    mine: client,
+                    theirs: server,
+                },
+            }
+        }
+        SyncKind::Futex => Signal::Futex,
+        SyncKind::Fcntl => anyhow::bail!("the sync loop needs --sync eventfd or futex"),
+    };
+    let shared = Inside::map(fd.as_fd())?;
+    shared
+        .pid(role)
+        .store(std::process::id(), Ordering::Release);
+    log::info!("{role}: {} sync", sync_name(cfg.sync));
+    let mut ctx = WaitCtx {
+        role,
+        shared: &shared,
+        peer: Peer::new(role.other()),
+        stall: cfg.stall,
+        last_progress_ns: monotonic_ns(),
+        waiting_on: match signal {
+            Signal::Eventfd { .. } => "its eventfd",
+            Signal::Futex => "the futex turn word",
+        },
+    };
+    let keep_log = cfg.acquisition_log.is_some();
+    let mut tally = Tally {
+        whoops: 0,
+        keep_log,
+        log: if keep_log {
+            Vec::with_capacity(usize::try_from(cfg.iterations).map_or(1 << 22, |n| n.min(1 << 22)))
+        } else {
+            Vec::new()
+        },
+    };
+    let mut latency = LatencyHist::default();
+    let my_stamp = shared.stamp(role);
+    let their_stamp = shared.stamp(role.other());
+    let watchdog = Watchdog::start(role, cfg.stall)?;
+    let (mut turns, mut overlaps) = (0u64, 0u64);
+    let start = monotonic_ns();
+    ctx.last_progress_ns = start;
+    while turns < cfg.iterations {
+        if crate::signals::interrupted() {
+            anyhow::bail!("interrupted");
+        }
+        let first = role == Role::Server && turns == 0;
+        let (seen, next) = match &signal {
+            Signal::Eventfd { mine, .. } => {
+                let (seen, h) = eventfd_turn(&mut ctx, mine.as_fd(), first, &mut tally)?;
+                (seen, h.wrapping_add(1))
+            }
+            Signal::Futex => {
+                let (seen, v) = futex_turn(&mut ctx, &mut tally)?;
+                (seen, u64::from(v.wrapping_add(1)))
+            }
+        };
+        if shared.enter() {
+            overlaps += 1;
+        }
+        latency.record_handoff(their_stamp.load(Ordering::Acquire), seen);
+        tally.push(seen, false);
+        turns += 1;
+        shared.leave();
+        my_stamp.store(monotonic_ns(), Ordering::Release);
+        match &signal {
+            Signal::Eventfd { theirs, .. } => {
+                shared
+                    .u64_at(EVENTFD_TURN_OFFSET)
+                    .store(next, Ordering::Release);
+                eventfd::signal(theirs.as_fd()).context("cannot signal the other eventfd")?;
+            }
+            Signal::Futex => {
+                let word = shared.u32_at(FUTEX_OFFSET);
+                word.store(next as u32, Ordering::Release);
+                futex::wake(word, 1).context("FUTEX_WAKE failed")?;
+            }
+        }
+        ctx.last_progress_ns = seen;
+        watchdog.progress(seen);
+    }
+    let elapsed_ns = monotonic_ns().saturating_sub(start);
+    watchdog.stop();
+    Ok(LoopResult {
+        report: RoleReport {
+            role: role.as_str().to_string(),
+            pid: std::process::id(),
+            iterations: turns,
+            acquisitions: turns + tally.whoops,
+            whoops: tally.whoops,
+            overlaps,
+            elapsed_ns,
+            memfd_dev: dev,
+            memfd_ino: ino,
+            handoff_latency: Some(latency.summary()),
+            upgrade: None,
+        },
+        log: tally.log,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{LockKind, Share};
+    use crate::workload::handshake;
+    use std::path::PathBuf;
+
+    fn cfg(role: Role, sync: SyncKind, iterations: u64) -> RoleConfig {
+        RoleConfig {
+            role,
+            socket: PathBuf::from("/nonexistent"),
+            lock: LockKind::Ofd,
+            share: Share::Same,
+            sync,
+            scenario: None,
+            iterations,
+            stall: Duration::from_secs(20),
+            json: false,
+            acquisition_log: Some(PathBuf::from("/nonexistent")),
+        }
+    }
+
+    fn pair(sync: SyncKind, iterations: u64) -> [LoopResult; 2] {
+        let memfd = handshake::create_memfd().unwrap();
+        let (dev, ino) = handshake::memfd_id(memfd.as_fd()).unwrap();
+        let (s_fd, c_fd) = (
+            memfd.as_fd().try_clone_to_owned().unwrap(),
+            memfd.as_fd().try_clone_to_owned().unwrap(),
+        );
+        let (s_ev, c_ev) = if sync == SyncKind::Eventfd {
+            let (a, b) = (eventfd::create().unwrap(), eventfd::create().unwrap());
+            let dup = |f: &OwnedFd| f.as_fd().try_clone_to_owned().unwrap();
+            (vec![dup(&a), dup(&b)], vec![a, b])
+        } else {
+            (vec![], vec![])
+        };
+        let cs = cfg(Role::Server, sync, iterations);
+        let server = std::thread::spawn(move || sync_loop(&cs, s_fd, dev, ino, s_ev).unwrap());
+        let client = sync_loop(&cfg(Role::Client, sync, iterations), c_fd, dev, ino, c_ev).unwrap();
+        [server.join().unwrap(), client]
+    }
+
+    #[test]
+    fn eventfd_and_futex_alternate_strictly_between_two_threads() {
+        for sync in [SyncKind::Eventfd, SyncKind::Futex] {
+            for r in pair(sync, 2000) {
+                let rep = &r.report;
+                assert_eq!(rep.iterations, 2000, "{sync:?}");
+                assert_eq!(rep.whoops, 0, "{sync:?} {}", rep.role);
+                assert_eq!(rep.overlaps, 0, "{sync:?} {}", rep.role);
+                assert_eq!(r.log.len(), 2000);
+                let lat = rep.handoff_latency.as_ref().unwrap();
+                // Every turn but the server's first has a stamp from the other side.
+                let want = if rep.role == "server" { 1999 } else { 2000 };
+                assert_eq!(lat.samples, want, "{sync:?} {}", rep.role);
+                assert!(lat.p50_ns.unwrap() <= lat.p99_ns.unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn a_wait_gives_up_on_the_stall_timeout() {
+        // The whole role is not run here: its watchdog would end the test process.
+        let memfd = handshake::create_memfd().unwrap();
+        let shared = Inside::map(memfd.as_fd()).unwrap();
+        let mut ctx = WaitCtx {
+            role: Role::Client,
+            shared: &shared,
+            peer: Peer::new(Role::Server),
+            stall: Duration::from_secs(1),
+            last_progress_ns: monotonic_ns(),
+            waiting_on: "the futex turn word",
+        };
+        let t0 = std::time::Instant::now();
+        let word = shared.u32_at(FUTEX_OFFSET);
+        let err = ctx.await_word(word, |v| v == 1).unwrap_err();
+        let msg = crate::app::render_error(&err);
+        assert!(msg.contains("the server made no progress for 1 s"), "{msg}");
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        // A word that already holds the value needs no wait.
+        word.store(1, Ordering::SeqCst);
+        assert_eq!(ctx.await_word(word, |v| v == 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_dead_peer_is_noticed_through_its_pid() {
+        let memfd = handshake::create_memfd().unwrap();
+        let shared = Inside::map(memfd.as_fd()).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let mut peer = Peer::new(Role::Server);
+        assert_eq!(peer.gone(&shared), None, "no pid yet: unknown, not gone");
+        shared.pid(Role::Server).store(pid, Ordering::SeqCst);
+        child.wait().unwrap();
+        assert_eq!(peer.gone(&shared), Some(pid));
+        let mut me = Peer::new(Role::Client);
+        shared
+            .pid(Role::Client)
+            .store(std::process::id(), Ordering::SeqCst);
+        assert_eq!(me.gone(&shared), None);
+        let msg = crate::app::render_error(&peer_gone_error(Role::Client, pid, "its eventfd"));
+        assert!(
+            msg.starts_with(&format!(
+                "the server (pid {pid}) exited while the client waited on its eventfd"
+            )),
+            "{msg}"
+        );
+    }
+}
