@@ -317,6 +317,9 @@ const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 pub const GLOBAL_LOCK_OFFSETS: &str = "LOCK_OFFSETS";
 pub const GLOBAL_SCHED_OFFSETS: &str = "SCHED_OFFSETS";
 pub const GLOBAL_FILTER: &str = "FILTER";
+/// u64: ring-buffer fill level (bytes) above which a submit wakes the reader; below it records
+/// are submitted without a wakeup and the reader polls on a timer (batching). 0: wake always.
+pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_DROPS: &str = "DROPS";

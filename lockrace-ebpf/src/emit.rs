@@ -3,6 +3,7 @@
 //! Invariant: every record is either submitted whole or counted in `DROPS` (per CPU, read by
 //! user space at the end of a capture).
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
     },
@@ -18,6 +19,24 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 /// Records lost because the ring buffer was full, per CPU.
 #[map(name = "DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Batching threshold (see `GLOBAL_WAKEUP_BYTES`): waking the reader for every record would put
+/// a context switch on the traced workload's CPUs for every lock call (the probe effect).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+#[inline(always)]
+fn submit_flags() -> u64 {
+    // SAFETY: read-only global set by the loader before load.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if threshold == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 #[inline(always)]
 pub fn count_drop() {
@@ -49,7 +68,7 @@ pub fn record<T: 'static>(fill: impl FnOnce(&mut T)) {
             // SAFETY: `fill` writes every field of T (callers build T whole and assign it).
             let slot = unsafe { &mut *entry.as_mut_ptr() };
             fill(slot);
-            entry.submit(0);
+            entry.submit(submit_flags());
         }
         None => count_drop(),
     }

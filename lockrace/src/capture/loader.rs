@@ -13,8 +13,8 @@ use aya::{
     programs::{ProgramError, TracePoint, trace_point::TracePointLinkId},
 };
 use lockrace_common::{
-    FilterConfig, GLOBAL_FILTER, GLOBAL_LOCK_OFFSETS, GLOBAL_SCHED_OFFSETS, InodeKey, MAP_DROPS,
-    MAP_EVENTS, MAP_TRACED_INODES, MAP_TRACED_TGIDS,
+    FilterConfig, GLOBAL_FILTER, GLOBAL_LOCK_OFFSETS, GLOBAL_SCHED_OFFSETS, GLOBAL_WAKEUP_BYTES,
+    InodeKey, MAP_DROPS, MAP_EVENTS, MAP_TRACED_INODES, MAP_TRACED_TGIDS,
 };
 
 use super::tracefs::{self, Offsets};
@@ -158,10 +158,14 @@ impl Loaded {
             by_tgid: u32::from(!filter.tgids.is_empty() || !filter.inodes.is_empty()),
             by_inode: u32::from(!filter.inodes.is_empty()),
         };
+        // Wake the reader only when an eighth of the ring is used; it also polls every
+        // `capture::POLL_INTERVAL`, so small bursts are read promptly without a wakeup each.
+        let wakeup_bytes = u64::from(ring_buffer_bytes / 8);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_LOCK_OFFSETS, &offsets.lock[..], true)
             .override_global(GLOBAL_SCHED_OFFSETS, &offsets.sched, true)
             .override_global(GLOBAL_FILTER, &filter_cfg, true)
+            .override_global(GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
             .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
             .load(OBJECT)
             .map_err(|e| match e {

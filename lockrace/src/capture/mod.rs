@@ -25,6 +25,10 @@ pub use loader::{Filter, Loaded};
 
 use crate::events::{self, Event};
 
+/// How often the reader drains the ring when the kernel did not wake it (records below the
+/// wakeup threshold are submitted without a wakeup; see `GLOBAL_WAKEUP_BYTES`).
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Where decoded events go. Called on the reader thread, one event at a time.
 pub trait Sink: Send + 'static {
     fn push(&mut self, e: &Event) -> io::Result<()>;
@@ -195,6 +199,8 @@ fn read_ring<S: Sink>(
         let mut afd =
             unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
                 .map_err(io::Error::from)?;
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 guard = afd.readable_mut() => {
@@ -202,6 +208,7 @@ fn read_ring<S: Sink>(
                     drain(guard.get_inner_mut(), &mut sink, &mut events, &mut bad)?;
                     guard.clear_ready();
                 }
+                _ = tick.tick() => drain(afd.get_mut(), &mut sink, &mut events, &mut bad)?,
                 _ = &mut stop_rx => break,
             }
         }
