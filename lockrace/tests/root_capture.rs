@@ -30,20 +30,27 @@ fcntl.lockf(fd, fcntl.LOCK_UN)
 print("unlocked", flush=True)
 "#;
 
-fn spawn_locker(path: &str, mode: &str) -> Child {
-    Command::new("python3")
+/// A locker process and one reader over its stdout, kept for its whole life (a fresh
+/// `BufReader` per line could swallow the next line into a buffer that is then dropped).
+struct Locker {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+fn spawn_locker(path: &str, mode: &str) -> Locker {
+    let mut child = Command::new("python3")
         .args(["-c", LOCKER, path, mode])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("python3 runs")
+        .expect("python3 runs");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    Locker { child, out }
 }
 
-fn read_line(child: &mut Child) -> String {
+fn read_line(l: &mut Locker) -> String {
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    l.out.read_line(&mut line).unwrap();
     line.trim().to_string()
 }
 
@@ -78,18 +85,24 @@ fn ground_truth_block_order_wake_order_and_blocker_tree() {
         waiters.push(w);
     }
     // All three are blocked now; release.
-    holder.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    assert!(holder.wait().unwrap().success());
+    holder
+        .child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    assert!(holder.child.wait().unwrap().success());
     for w in &mut waiters {
-        assert!(w.wait().unwrap().success());
+        assert!(w.child.wait().unwrap().success());
     }
     let (sink, stats) = cap.stop().unwrap();
     let events = sink.events.unwrap();
     assert_eq!(stats.dropped, 0, "no drops expected");
     assert_eq!(stats.decode_errors, 0);
 
-    let hpid = holder.id();
-    let wpids: Vec<u32> = waiters.iter().map(|w| w.id()).collect();
+    let hpid = holder.child.id();
+    let wpids: Vec<u32> = waiters.iter().map(|w| w.child.id()).collect();
     let lock_events: Vec<&Event> = events
         .iter()
         .filter(|e| e.kind == Kind::PosixLockInode)
