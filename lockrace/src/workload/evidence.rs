@@ -284,6 +284,13 @@ pub fn independence(events: &[Event], dev: u32, ino: u64) -> Independence {
 pub struct CallPath {
     /// Distinct fcntl commands entered (7 = F_SETLKW, 38 = F_OFD_SETLKW, ...).
     pub fcntl_cmds: BTreeSet<u64>,
+    /// The commands of the fcntl calls that asked for a lock (`l_type` read or write), and of
+    /// those that released one (`l_type` F_UNLCK). glibc's lockf(F_ULOCK) is
+    /// fcntl(F_SETLK, F_UNLCK), so the two differ for lockf.
+    #[serde(default)]
+    pub lock_cmds: BTreeSet<u64>,
+    #[serde(default)]
+    pub unlock_cmds: BTreeSet<u64>,
     pub fcntl_calls: u64,
     pub flock_calls: u64,
     /// posix_lock_inode events on the inode, and the distinct `flags` they carried.
@@ -293,11 +300,16 @@ pub struct CallPath {
 }
 
 impl CallPath {
-    /// Every request went through fcntl(F_SETLKW) into posix_lock_inode as a plain POSIX lock
-    /// (FL_POSIX set, FL_OFDLCK and FL_FLOCK not).
+    /// Every lock request went through fcntl(F_SETLKW) (releases through F_SETLK or F_SETLKW)
+    /// into posix_lock_inode as a plain POSIX lock (FL_POSIX set, FL_OFDLCK and FL_FLOCK not).
     pub fn is_plain_posix_setlkw(&self) -> bool {
         self.fcntl_calls > 0
-            && self.fcntl_cmds.iter().all(|&c| c == k::F_SETLKW)
+            && self.lock_cmds.iter().all(|&c| c == k::F_SETLKW)
+            && !self.lock_cmds.is_empty()
+            && self
+                .fcntl_cmds
+                .iter()
+                .all(|&c| c == k::F_SETLKW || c == k::F_SETLK)
             && self.flock_calls == 0
             && self.flock_events == 0
             && self.posix_events > 0
@@ -311,10 +323,18 @@ impl CallPath {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if self.fcntl_calls > 0 || self.posix_events > 0 {
-            let cmds: Vec<String> = self.fcntl_cmds.iter().map(u64::to_string).collect();
+            let join = |s: &BTreeSet<u64>| {
+                let v: Vec<String> = s.iter().map(u64::to_string).collect();
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join("|")
+                }
+            };
             parts.push(format!(
-                "fcntl(cmd {}) x{} -> posix_lock_inode x{} flags {:?}",
-                cmds.join("|"),
+                "fcntl(lock cmd {}, unlock cmd {}) x{} -> posix_lock_inode x{} flags {:?}",
+                join(&self.lock_cmds),
+                join(&self.unlock_cmds),
                 self.fcntl_calls,
                 self.posix_events,
                 self.posix_flags
@@ -337,8 +357,14 @@ impl CallPath {
     /// the same.
     pub fn signature(&self) -> String {
         format!(
-            "fcntl cmd {:?}, flock calls {}, posix_lock_inode flags {:?}, flock_lock_inode events {}",
-            self.fcntl_cmds, self.flock_calls, self.posix_flags, self.flock_events
+            "fcntl cmd {:?} (lock {:?}, unlock {:?}), flock calls {}, posix_lock_inode flags {:?}, \
+             flock_lock_inode events {}",
+            self.fcntl_cmds,
+            self.lock_cmds,
+            self.unlock_cmds,
+            self.flock_calls,
+            self.posix_flags,
+            self.flock_events
         )
     }
 }
@@ -366,6 +392,15 @@ pub fn call_path(events: &[Event], tgids: &[u32], dev: u32, ino: u64) -> CallPat
             (Kind::SysEnterFcntl, Some(s)) => {
                 out.fcntl_calls += 1;
                 out.fcntl_cmds.insert(s.cmd);
+                match s.l_type {
+                    Some(t) if t == i16::from(k::F_UNLCK) => {
+                        out.unlock_cmds.insert(s.cmd);
+                    }
+                    Some(_) => {
+                        out.lock_cmds.insert(s.cmd);
+                    }
+                    None => {}
+                }
             }
             (Kind::SysEnterFlock, Some(_)) => out.flock_calls += 1,
             _ => {}
@@ -642,11 +677,28 @@ mod tests {
         let p = call_path(&lockf.out, &[A], DEV, INO);
         assert!(p.is_plain_posix_setlkw(), "{p:?}");
         assert_eq!(p.fcntl_cmds, BTreeSet::from([k::F_SETLKW]));
+        assert_eq!(p.lock_cmds, BTreeSet::from([k::F_SETLKW]));
+        assert_eq!(p.unlock_cmds, BTreeSet::from([k::F_SETLKW]));
+        // glibc's lockf(F_ULOCK): fcntl(F_SETLK, F_UNLCK). Still the plain POSIX path.
+        let mut glibc = S::new();
+        glibc.fcntl(A, k::F_WRLCK);
+        glibc.sys(A, Kind::SysEnterFcntl, k::F_SETLK, Some(2));
+        glibc.lock(A, Kind::PosixLockInode, k::F_UNLCK, 0, k::FL_POSIX);
+        glibc.sys(A, Kind::SysExitFcntl, k::F_SETLK, None);
+        let g = call_path(&glibc.out, &[A], DEV, INO);
+        assert!(g.is_plain_posix_setlkw(), "{g:?}");
+        assert_eq!(g.unlock_cmds, BTreeSet::from([k::F_SETLK]));
+        assert_eq!(g.lock_cmds, p.lock_cmds);
+        // A non-blocking lock request is not F_SETLKW.
+        let mut nb = S::new();
+        nb.sys(A, Kind::SysEnterFcntl, k::F_SETLK, Some(1));
+        nb.lock(A, Kind::PosixLockInode, k::F_WRLCK, 0, k::FL_POSIX);
+        assert!(!call_path(&nb.out, &[A], DEV, INO).is_plain_posix_setlkw());
         assert_eq!(p.posix_flags, BTreeSet::from([k::FL_POSIX | k::FL_SLEEP]));
         assert!(p.signature().contains("fcntl cmd {7}"), "{}", p.signature());
         assert_eq!(
             p.describe(),
-            "fcntl(cmd 7) x2 -> posix_lock_inode x2 flags {129}"
+            "fcntl(lock cmd 7, unlock cmd 7) x2 -> posix_lock_inode x2 flags {129}"
         );
         assert_eq!(CallPath::default().describe(), "no lock calls");
         // OFD requests and flock are told apart.
