@@ -32,32 +32,69 @@ pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(
 /// Where decoded events go. Called on the reader thread, one event at a time.
 pub trait Sink: Send + 'static {
     fn push(&mut self, e: &Event) -> io::Result<()>;
+    /// Called on the reader thread after every drain of the ring (at least every
+    /// [`POLL_INTERVAL`]), also when no event came: for periodic work (`trace --interval`).
+    fn idle(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     fn finish(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
 /// Keeps every event in memory (for analysis after the capture) and/or writes JSONL.
+///
+/// A JSONL file starts with a `lockrace_header` line (format version, kernel, this process's
+/// command line) and, once the owner calls [`Collector::write_meta`] after the capture, ends
+/// with `lockrace_acquisitions` / `lockrace_trailer` lines (docs/EVENTS.md).
 #[derive(Default)]
 pub struct Collector {
     pub events: Option<Vec<Event>>,
     pub jsonl: Option<io::BufWriter<std::fs::File>>,
+    /// Events written to the JSONL file.
+    pub written: u64,
 }
 
 impl Collector {
     pub fn new(keep: bool, jsonl: Option<&std::path::Path>) -> anyhow::Result<Collector> {
         let jsonl = match jsonl {
-            Some(p) => Some(io::BufWriter::with_capacity(
-                1 << 20,
-                std::fs::File::create(p)
-                    .with_context(|| format!("cannot create {}", p.display()))?,
-            )),
+            Some(p) => {
+                let file = std::fs::File::create(p)
+                    .with_context(|| format!("cannot create {}", p.display()))?;
+                let mut w = io::BufWriter::with_capacity(1 << 20, file);
+                let command: Vec<String> = std::env::args().skip(1).collect();
+                let header = events::Meta::LockraceHeader(events::FileHeader::new(command.join(" ")));
+                writeln!(w, "{}", events::meta_to_json(&header))
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+                Some(w)
+            }
             None => None,
         };
-        Ok(Collector {
-            events: keep.then(Vec::new),
-            jsonl,
-        })
+        Ok(Collector { events: keep.then(Vec::new), jsonl, written: 0 })
+    }
+
+    /// Append meta lines (acquisitions, trailer) after the capture and flush.
+    pub fn write_meta(&mut self, metas: &[events::Meta]) -> io::Result<()> {
+        if let Some(w) = &mut self.jsonl {
+            for m in metas {
+                writeln!(w, "{}", events::meta_to_json(m))?;
+            }
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The trailer for a capture that ended with `stats`.
+    pub fn trailer(&self, stats: &CaptureStats, lock_field_names: &str, incomplete: Vec<String>) -> events::FileTrailer {
+        events::FileTrailer {
+            events: self.written,
+            dropped: stats.dropped,
+            decode_errors: stats.decode_errors,
+            incomplete_reasons: incomplete,
+            lock_field_names: lock_field_names.to_string(),
+            memfd: None,
+            workload: None,
+        }
     }
 }
 
@@ -69,6 +106,7 @@ impl Sink for Collector {
         if let Some(w) = &mut self.jsonl {
             serde_json::to_writer(&mut *w, &events::JsonEvent::from(e))?;
             w.write_all(b"\n")?;
+            self.written += 1;
         }
         Ok(())
     }
@@ -127,7 +165,12 @@ impl<S: Sink> Capture<S> {
     }
 
     /// Detach, drain, count. Returns the sink and the stats.
-    pub fn stop(mut self) -> anyhow::Result<(S, CaptureStats)> {
+    pub fn stop(self) -> anyhow::Result<(S, CaptureStats)> {
+        self.stop_with_offsets().map(|(s, st, _)| (s, st))
+    }
+
+    /// [`Capture::stop`], also returning the offsets this kernel's tracefs gave.
+    pub fn stop_with_offsets(mut self) -> anyhow::Result<(S, CaptureStats, tracefs::Offsets)> {
         self.loaded.detach();
         if let Some(tx) = self.stop_tx.take() {
             let _ = tx.send(());
@@ -145,6 +188,7 @@ impl<S: Sink> Capture<S> {
                 dropped,
                 decode_errors,
             },
+            self.loaded.offsets.clone(),
         ))
     }
 }
@@ -207,8 +251,12 @@ fn read_ring<S: Sink>(
                     let mut guard = guard?;
                     drain(guard.get_inner_mut(), &mut sink, &mut events, &mut bad)?;
                     guard.clear_ready();
+                    sink.idle()?;
                 }
-                _ = tick.tick() => drain(afd.get_mut(), &mut sink, &mut events, &mut bad)?,
+                _ = tick.tick() => {
+                    drain(afd.get_mut(), &mut sink, &mut events, &mut bad)?;
+                    sink.idle()?;
+                }
                 _ = &mut stop_rx => break,
             }
         }

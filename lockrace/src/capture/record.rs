@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use nix::{sys::signal, unistd::Pid};
 
 use super::{Capture, CaptureStats, Collector, Filter};
-use crate::{app::hinted, cli::RecordArgs, signals};
+use crate::{app::hinted, cli::RecordArgs, events::Meta, signals};
 
 /// How long a command gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
@@ -39,30 +39,60 @@ impl RecordConfig {
                 "give a command after `--` or one or more --pid",
             ));
         }
-        for &pid in &args.pid {
-            if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(hinted(
-                    format!("no process with pid {pid}"),
-                    "check the pid with `ps -p PID`",
-                ));
-            }
-        }
-        let duration = match args.duration {
-            None => None,
-            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
-            Some(s) => {
-                return Err(hinted(
-                    format!("--duration {s} is not a positive number of seconds"),
-                    "e.g. --duration 10",
-                ));
-            }
-        };
+        check_pids(&args.pid)?;
         Ok(RecordConfig {
             pids: args.pid.clone(),
             cmd: args.cmd.clone(),
-            duration,
+            duration: seconds("--duration", args.duration)?,
             ring_buffer_bytes: args.ring_buffer_mb << 20,
         })
+    }
+}
+
+/// Every pid names a live process (a zombie has exited: nothing of it is left to trace).
+pub fn check_pids(pids: &[u32]) -> anyhow::Result<()> {
+    for &pid in pids {
+        if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(hinted(
+                format!("no process with pid {pid}"),
+                "check the pid with `ps -p PID`",
+            ));
+        }
+        if !process_alive(pid) {
+            return Err(hinted(
+                format!("process {pid} has already exited"),
+                "trace a running process, or give the command after `--`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    if pid == 0 || signal::kill(Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    // /proc/PID/stat: "PID (COMM) STATE ..."; COMM may contain anything, so look after the
+    // last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// A positive number of seconds from a flag (`flag` names it in the error).
+pub fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(hinted(
+            format!("{flag} {s} is not a positive number of seconds"),
+            format!("e.g. {flag} 10"),
+        )),
     }
 }
 
@@ -76,8 +106,9 @@ pub enum Stop {
     Signal(signal::Signal),
 }
 
-/// Wait for the first stop condition. Reaps the command in every case.
-fn supervise(cfg: &RecordConfig, mut child: Option<Child>) -> anyhow::Result<Stop> {
+/// Wait for the first stop condition. Reaps the command in every case. Without a command and
+/// without pids (`trace --path`, or the whole machine) only a signal or the duration stops it.
+pub fn supervise(cfg: &RecordConfig, mut child: Option<Child>) -> anyhow::Result<Stop> {
     let started = Instant::now();
     loop {
         if let Some(c) = &mut child
@@ -86,10 +117,8 @@ fn supervise(cfg: &RecordConfig, mut child: Option<Child>) -> anyhow::Result<Sto
             return Ok(Stop::CommandExited(st));
         }
         if child.is_none()
-            && cfg
-                .pids
-                .iter()
-                .all(|&p| signal::kill(Pid::from_raw(p as i32), None).is_err())
+            && !cfg.pids.is_empty()
+            && cfg.pids.iter().all(|&p| !process_alive(p))
         {
             return Ok(Stop::ProcessesGone);
         }
@@ -125,7 +154,8 @@ pub fn end_child(mut c: Child) {
     let _ = c.wait();
 }
 
-fn exit_code_of(st: ExitStatus) -> u8 {
+/// The shell's exit code for a child's status (128+N when signal N killed it).
+pub fn exit_code_of(st: ExitStatus) -> u8 {
     match (st.code(), st.signal()) {
         (Some(c), _) => c.clamp(0, 255) as u8,
         (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
@@ -199,8 +229,15 @@ pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
     };
     let stop = supervise(&cfg, child);
     eprint!("Detaching... ");
-    let (_, stats) = capture.stop()?;
+    let (mut sink, stats, offsets) = capture.stop_with_offsets()?;
     eprintln!("done");
+    let mut incomplete = Vec::new();
+    if let Ok(Stop::Signal(sig)) = &stop {
+        incomplete.push(format!("recording interrupted by {}", sig.as_str()));
+    }
+    let trailer = sink.trailer(&stats, offsets.lock_field_names, incomplete);
+    sink.write_meta(&[Meta::LockraceTrailer(trailer)])
+        .with_context(|| format!("cannot write {}", args.events.display()))?;
     eprintln!("{}", summary_line(&args.events, &stats));
     Ok(match stop? {
         Stop::CommandExited(st) => ExitCode::from(exit_code_of(st)),

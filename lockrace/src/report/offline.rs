@@ -36,6 +36,8 @@ pub struct ReadStats {
     pub first_unknown: Option<(u64, String)>,
     /// The last line was cut short (no newline, not parseable) and skipped.
     pub truncated_line: Option<u64>,
+    /// Header, acquisition and trailer lines.
+    pub meta_lines: u64,
 }
 
 impl ReadStats {
@@ -78,10 +80,18 @@ pub fn for_each_event(path: &Path, f: impl FnMut(&Event)) -> anyhow::Result<Read
     each_event(open(path)?, path, f)
 }
 
-fn each_event(
+fn each_event(r: BufReader<File>, path: &Path, f: impl FnMut(&Event)) -> anyhow::Result<ReadStats> {
+    each_line(r, path, f, |_| {}, false)
+}
+
+/// Every line of a JSONL file: events to `f`, meta lines (header, acquisitions, trailer) to
+/// `on_meta`. With `meta_only`, event lines are skipped unparsed (the cheap first pass).
+fn each_line(
     mut r: BufReader<File>,
     path: &Path,
     mut f: impl FnMut(&Event),
+    mut on_meta: impl FnMut(events::Meta),
+    meta_only: bool,
 ) -> anyhow::Result<ReadStats> {
     let mut st = ReadStats::default();
     let mut buf = Vec::with_capacity(512);
@@ -116,6 +126,23 @@ fn each_event(
         if text.is_empty() {
             continue;
         }
+        if events::is_meta_line(text) {
+            match events::meta_from_json(text) {
+                Ok(m) => {
+                    st.meta_lines += 1;
+                    on_meta(m);
+                }
+                Err(_) if !has_newline => {
+                    st.truncated_line = Some(line_no);
+                    break;
+                }
+                Err(e) => anyhow::bail!("{name}:{line_no}: bad lockrace meta line: {e}"),
+            }
+            continue;
+        }
+        if meta_only {
+            continue;
+        }
         match events::from_json(text) {
             Ok(e) => {
                 st.events += 1;
@@ -133,6 +160,9 @@ fn each_event(
             }
             Err(e) => anyhow::bail!("{name}:{line_no}: {e}"),
         }
+    }
+    if meta_only {
+        return Ok(st);
     }
     if st.events == 0 {
         let why = if st.lines == 0 {
@@ -160,11 +190,77 @@ pub fn read_events(path: &Path) -> anyhow::Result<(Vec<Event>, ReadStats)> {
     Ok((v, st))
 }
 
+/// What the meta lines of a JSONL file say (all optional: files from `record` have no
+/// acquisitions, files cut short have no trailer, old files have none at all).
+#[derive(Debug, Default)]
+pub struct FileMeta {
+    pub header: Option<events::FileHeader>,
+    pub trailer: Option<events::FileTrailer>,
+    /// Per role (in order of first appearance): name, tgid, acquisitions.
+    pub roles: Vec<(String, u32, Vec<crate::analysis::Acquisition>)>,
+}
+
+impl FileMeta {
+    fn add(&mut self, m: events::Meta) {
+        match m {
+            events::Meta::LockraceHeader(h) => self.header = Some(h),
+            events::Meta::LockraceTrailer(t) => self.trailer = Some(t),
+            events::Meta::LockraceAcquisitions(c) => {
+                let pos = match self.roles.iter().position(|r| r.0 == c.role && r.1 == c.tgid) {
+                    Some(p) => p,
+                    None => {
+                        self.roles.push((c.role.clone(), c.tgid, Vec::new()));
+                        self.roles.len() - 1
+                    }
+                };
+                let acqs = &mut self.roles[pos].2;
+                acqs.extend(c.ts_ns.iter().zip(c.whoops.chars()).map(|(&ts_ns, w)| {
+                    crate::analysis::Acquisition { ts_ns, whoops: w == 'w' }
+                }));
+            }
+        }
+    }
+
+    /// The analysis input these lines describe (the memfd's name and the whoops input).
+    pub fn analysis_input(&self) -> AnalysisInput {
+        let mut input = AnalysisInput::default();
+        if let Some((dev, ino)) = self.trailer.as_ref().and_then(|t| t.memfd) {
+            input.paths.push(((dev, ino), "memfd:lockrace (the handoff)".to_string()));
+            if !self.roles.is_empty() {
+                input.whoops = Some(crate::analysis::WhoopsInput {
+                    dev,
+                    ino,
+                    roles: self
+                        .roles
+                        .iter()
+                        .map(|(name, tgid, acqs)| crate::analysis::RoleInput {
+                            name: name.clone(),
+                            tgid: *tgid,
+                            acquisitions: acqs.clone(),
+                        })
+                        .collect(),
+                });
+            }
+        }
+        input
+    }
+}
+
+/// The cheap first pass: only the meta lines.
+pub fn read_meta(path: &Path) -> anyhow::Result<FileMeta> {
+    let mut meta = FileMeta::default();
+    each_line(open(path)?, path, |_| {}, |m| meta.add(m), true)?;
+    Ok(meta)
+}
+
 /// Analyse a JSONL file into a report document, optionally writing the Perfetto trace.
+/// Files written by lockrace carry their kernel, drop counts and (for `run`) the roles'
+/// acquisitions, so the offline report equals the live one.
 pub fn analyze_file(path: &Path, perfetto: Option<&Path>) -> anyhow::Result<Document> {
-    let input = AnalysisInput::default();
     // Open the events first: a missing file must not leave an empty trace behind.
     let reader = open(path)?;
+    let meta = read_meta(path)?;
+    let input = meta.analysis_input();
     let mut writer = perfetto.map(PerfettoWriter::create).transpose()?;
     let (analysis, stats) = {
         let mut analyzer = match writer.as_mut() {
@@ -178,12 +274,37 @@ pub fn analyze_file(path: &Path, perfetto: Option<&Path>) -> anyhow::Result<Docu
         w.finish()
             .with_context(|| format!("cannot write the trace {}", p.display()))?;
     }
-    // The events file does not say which kernel recorded it.
-    let mut doc = Document::new("unknown (offline report)".to_string());
-    let reasons = stats.incomplete_reasons(path);
+    let release = meta
+        .header
+        .as_ref()
+        .map_or_else(|| "unknown (offline report)".to_string(), |h| h.kernel_release.clone());
+    let mut doc = Document::new(release);
+    let mut reasons = stats.incomplete_reasons(path);
+    let dropped = match &meta.trailer {
+        Some(t) => {
+            doc.kernel.lock_field_names = t.lock_field_names.clone();
+            doc.workload = t.workload.clone();
+            reasons.extend(t.incomplete_reasons.iter().cloned());
+            if t.dropped > 0 {
+                reasons.push(format!("{} events dropped (ring buffer full) while recording", t.dropped));
+            }
+            if t.decode_errors > 0 {
+                reasons.push(format!("{} records did not decode while recording", t.decode_errors));
+            }
+            t.dropped
+        }
+        None if meta.header.is_some() => {
+            reasons.push(format!(
+                "{} has no trailer line: the recording did not end cleanly (events may be missing at the end)",
+                path.display()
+            ));
+            0
+        }
+        None => 0,
+    };
     doc.capture = Some(CaptureInfo {
         events: stats.events,
-        dropped: 0,
+        dropped,
         complete: reasons.is_empty(),
     });
     for r in reasons {

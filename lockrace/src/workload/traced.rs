@@ -8,6 +8,7 @@
 //! missing (interrupted run, dead child, dropped events).
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::run::{RunConfig, RunOutcome, document, execute, render_summary, write_document};
@@ -15,6 +16,7 @@ use crate::{
     analysis::{self, AnalysisInput, RoleInput, WhoopsInput},
     capture::{Capture, Collector, Filter},
     cli::RunArgs,
+    events,
     report::{self, model::CaptureInfo},
     signals,
 };
@@ -104,6 +106,30 @@ pub fn cross_check(doc: &report::model::Document) -> Option<String> {
     Some(format!("  cross-check: {}", parts.join("; ")))
 }
 
+/// The run's part of a JSONL file: each role's acquisitions, then the trailer (memfd, workload,
+/// capture counts), so that `lockrace report FILE` can explain whoops offline.
+fn write_run_meta(
+    sink: &mut Collector,
+    stats: &crate::capture::CaptureStats,
+    lock_field_names: &str,
+    cfg: &RunConfig,
+    outcome: &RunOutcome,
+    effect: Option<ProbeEffect>,
+) -> anyhow::Result<()> {
+    let mut metas = Vec::new();
+    for r in outcome.roles() {
+        let acqs: Vec<(u64, bool)> = r.acquisitions.iter().map(|a| (a.ts_ns, a.whoops)).collect();
+        metas.extend(events::acquisition_chunks(r.role.as_str(), r.pid, &acqs));
+    }
+    let mut trailer = sink.trailer(stats, lock_field_names, outcome.incomplete_reasons());
+    trailer.memfd = outcome.memfd.map(|m| (m.dev as u32, m.ino));
+    let mut workload = outcome.workload_report(cfg);
+    workload.probe_effect = effect;
+    trailer.workload = Some(workload);
+    metas.push(events::Meta::LockraceTrailer(trailer));
+    sink.write_meta(&metas).context("cannot write the events file's trailer")
+}
+
 pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     signals::install()?;
     let baseline = if args.no_baseline {
@@ -131,10 +157,17 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     );
     let outcome = execute(cfg);
     eprint!("Detaching... ");
-    let (sink, stats) = capture.stop()?;
+    let (mut sink, stats, offsets) = capture.stop_with_offsets()?;
     eprintln!("done");
     let outcome = outcome?;
-    let events = sink.events.unwrap_or_default();
+    let effect = match (baseline.as_ref().and_then(whoops_per_handoff), whoops_per_handoff(&outcome)) {
+        (Some(u), Some(t)) => Some(probe_effect(u, t)),
+        _ => None,
+    };
+    if args.events.is_some() {
+        write_run_meta(&mut sink, &stats, offsets.lock_field_names, cfg, &outcome, effect)?;
+    }
+    let events = sink.events.take().unwrap_or_default();
 
     let input = analysis_input(&outcome);
     let analysis = match &args.perfetto {
@@ -158,13 +191,6 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
     }
     report::build(&mut doc, &analysis);
-    let effect = match (
-        baseline.as_ref().and_then(whoops_per_handoff),
-        whoops_per_handoff(&outcome),
-    ) {
-        (Some(u), Some(t)) => Some(probe_effect(u, t)),
-        _ => None,
-    };
     if let Some(w) = doc.workload.as_mut() {
         w.probe_effect = effect;
     }
