@@ -10,6 +10,7 @@ const EXAMPLES: &str = "\
 Examples:
   sudo lockrace run                                   # the seed's experiment, traced
   sudo lockrace run --lock posix --share reopen --iterations 2000 --json out.json
+  sudo lockrace run --lock posix --share reopen --html report.html   # open it in a browser
   lockrace run --no-trace --lock flock                # untraced, no root needed
   sudo lockrace record --events ev.jsonl -- sqlite3 db.sqlite 'insert ...'
   lockrace report ev.jsonl --json report.json";
@@ -58,6 +59,7 @@ const RUN_EXAMPLES: &str = "\
 Examples:
   sudo lockrace run                                    # OFD lock on one shared description (the seed)
   sudo lockrace run --lock posix --share reopen        # real mutual exclusion, traced
+  sudo lockrace run --lock posix --share reopen --iterations 2000 --html report.html
   lockrace run --no-trace --iterations 10000 --json run.json";
 const SERVER_EXAMPLES: &str = "\
 Examples:
@@ -73,7 +75,8 @@ Examples:
 const REPORT_EXAMPLES: &str = "\
 Examples:
   lockrace report ev.jsonl
-  lockrace report ev.jsonl --json report.json --perfetto trace.json";
+  lockrace report ev.jsonl --json report.json --perfetto trace.json
+  lockrace report ev.jsonl --html report.html --html-handoffs 8";
 
 /// Lock flavour used by the workload.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -159,6 +162,8 @@ pub struct RunArgs {
     /// Write a Perfetto (Chrome JSON) trace to FILE.
     #[arg(long, value_name = "FILE")]
     pub perfetto: Option<PathBuf>,
+    #[command(flatten)]
+    pub html: HtmlArgs,
     /// Ring-buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,
@@ -212,6 +217,19 @@ pub struct ReportArgs {
     /// Write a Perfetto (Chrome JSON) trace to FILE.
     #[arg(long, value_name = "FILE")]
     pub perfetto: Option<PathBuf>,
+    #[command(flatten)]
+    pub html: HtmlArgs,
+}
+
+/// `--html FILE` and how much of the report it draws (run, report, trace, compare).
+#[derive(Args, Debug, Clone)]
+pub struct HtmlArgs {
+    /// Write a self-contained HTML report to FILE (inline CSS and SVG timelines; fetches nothing).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Worst handoffs drawn as timelines in the HTML report (the report keeps at most 8).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub html_handoffs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -228,6 +246,12 @@ pub struct CompareArgs {
     /// The largest increase of B over A, in percent, for the --metric at the same position.
     #[arg(long, value_name = "PCT")]
     pub max_increase: Vec<f64>,
+    /// Also write both reports side by side, with a chart of whoops per handoff, to FILE (HTML).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Worst handoffs drawn per report in the HTML comparison.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub html_handoffs: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -216,6 +216,7 @@ fn handoff_report(h: &HandoffRecord, a: &Analysis) -> HandoffReport {
             }
         })
         .collect();
+    let (spans, wakeups) = super::spans::derive(h);
     HandoffReport {
         lock: h.lock,
         release_ts_ns: h.release_ts,
@@ -246,6 +247,8 @@ fn handoff_report(h: &HandoffRecord, a: &Analysis) -> HandoffReport {
         oldest_wait_ns: h.oldest_wait_ns,
         timeline,
         timeline_truncated: h.timeline_truncated,
+        spans,
+        wakeups,
     }
 }
 

@@ -285,6 +285,37 @@ pub struct HandoffReport {
     pub oldest_wait_ns: u64,
     pub timeline: Vec<TimelineItem>,
     pub timeline_truncated: bool,
+    /// What each task was doing around the handoff (blocked, runnable, holding), derived from
+    /// the waiters and the timeline; what the HTML timeline draws. Empty in reports written
+    /// before it existed.
+    #[serde(default)]
+    pub spans: Vec<SpanReport>,
+    /// The wakeups in the timeline, waker -> wakee.
+    #[serde(default)]
+    pub wakeups: Vec<WakeupReport>,
+}
+
+/// One stretch of a task's state around a handoff.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanReport {
+    pub tid: u32,
+    /// `blocked` (queued on the lock), `runnable` (woken, waiting for a CPU), `woken` (woken
+    /// before the release, when it ran is not in the record) or `holding` (owns the lock).
+    pub state: String,
+    /// Null: it began before what the record shows (the releaser's holding span).
+    pub start_ts_ns: Option<u64>,
+    /// Null: it was still going when the record ended.
+    pub end_ts_ns: Option<u64>,
+}
+
+/// A wakeup of a waiter: `waker_tid` (on `waker_cpu`) woke `wakee_tid`, aimed at `target_cpu`.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct WakeupReport {
+    pub ts_ns: u64,
+    pub waker_tid: u32,
+    pub wakee_tid: u32,
+    pub waker_cpu: u32,
+    pub target_cpu: i32,
 }
 
 impl Document {

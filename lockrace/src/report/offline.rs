@@ -322,5 +322,6 @@ pub fn main(args: ReportArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write the report {}", path.display()))?;
     }
+    super::html::write_if_asked(&args.html, &doc)?;
     Ok(ExitCode::SUCCESS)
 }
