@@ -56,6 +56,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => crate::workload::role::server_main(args),
         Command::Client(args) => crate::workload::role::client_main(args),
         Command::Record(args) => crate::capture::record::main(args),
+        Command::Trace(args) => crate::trace::main(args),
         Command::Report(args) => crate::report::offline::main(args),
         Command::Compare(args) => crate::compare::main(args),
         Command::CompareSync(args) => crate::workload::compare_sync::main(args),

@@ -39,6 +39,9 @@ pub enum Command {
     /// Record the file-lock and scheduler events of a command (or of running processes) to JSONL.
     #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
+    /// Attach to processes, a command, or the files they lock, and diagnose lock fairness live.
+    #[command(after_help = TRACE_EXAMPLES)]
+    Trace(TraceArgs),
     /// Re-analyse a saved JSONL event file offline (no root needed).
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
@@ -72,6 +75,12 @@ const RECORD_EXAMPLES: &str = "\
 Examples:
   sudo lockrace record --events ev.jsonl -- flock /tmp/f -c 'sleep 0.1'
   sudo lockrace record --events ev.jsonl --pid 1234 --duration 10";
+const TRACE_EXAMPLES: &str = "\
+Examples:
+  sudo lockrace trace --path /var/lib/app/db.sqlite --interval 1   # whoever locks that file
+  sudo lockrace trace --pid 1234 --duration 30 --json report.json
+  sudo lockrace trace --json r.json -- sh -c 'flock /tmp/f -c true & flock /tmp/f -c true'
+  sudo lockrace trace                                  # every file lock on the machine";
 const REPORT_EXAMPLES: &str = "\
 Examples:
   lockrace report ev.jsonl
@@ -202,6 +211,37 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,
     /// The command to start and trace.
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Trace this process (all its threads and what it forks from now on). Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Trace every process that locks FILE (followed from its first lock on it). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub path: Vec<PathBuf>,
+    /// Stop after this many seconds (default: when CMD or the pids exit, or at Ctrl-C).
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Print a per-lock summary every S seconds while tracing.
+    #[arg(long, value_name = "S")]
+    pub interval: Option<f64>,
+    /// Write the versioned JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a Perfetto (Chrome JSON) trace to FILE (streamed while tracing).
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// Write every decoded event to FILE as JSON lines (streamed while tracing).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Ring-buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ring_buffer_mb: u32,
+    /// The command to start and trace (its exit status becomes lockrace's).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
 }

@@ -12,4 +12,5 @@ pub mod compare;
 pub mod events;
 pub mod report;
 pub mod signals;
+pub mod trace;
 pub mod workload;

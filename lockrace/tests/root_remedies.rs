@@ -160,7 +160,9 @@ fn flock_and_fcntl_locks_on_one_file_never_wait_for_each_other() {
 fn read_events(path: &std::path::Path) -> Vec<Event> {
     let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
     f.lines()
-        .map(|l| from_json(&l.unwrap()).expect("a lockrace event"))
+        .map(|l| l.unwrap())
+        .filter(|l| !lockrace::events::is_meta_line(l))
+        .map(|l| from_json(&l).expect("a lockrace event"))
         .collect()
 }
 

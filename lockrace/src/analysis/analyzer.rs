@@ -24,6 +24,7 @@ use std::collections::hash_map::Entry;
 use lockrace_common::k;
 
 use super::AnalysisInput;
+use super::contention::{Contention, WaitEnd, WriterWait};
 use super::fasthash::FastMap;
 use super::hist::LogHist;
 use super::observer::{
@@ -106,6 +107,10 @@ struct Req {
     counted: bool,
     /// The release of this unlock was applied early, at the grant it enabled.
     release_applied: bool,
+    /// A waiting writer: read grants to newer requests while it waited.
+    readers_ahead: u64,
+    /// The byte range the caller asked for (fcntl with `SEEK_SET`), when known.
+    asked: Option<(i64, i64)>,
     rec: Option<Box<RecBuf>>,
 }
 
@@ -128,6 +133,8 @@ impl Req {
             outcome: None,
             counted: false,
             release_applied: false,
+            readers_ahead: 0,
+            asked: None,
             rec: rec.then(Box::default),
         }
     }
@@ -228,6 +235,7 @@ impl LockState {
                 wakes_same_cpu: 0,
                 first_overlap: None,
                 first_inversion: None,
+                contention: Contention::default(),
             },
         }
     }
@@ -267,8 +275,22 @@ fn push_capped(v: &mut Vec<u32>, x: u32) {
     }
 }
 
+/// Where per-request records go: borrowed for the caller's scope, or owned by the analyzer (a
+/// live capture's reader thread owns its analyzer, so it must be `Send + 'static`).
+enum ObsSlot<'o> {
+    Borrowed(&'o mut (dyn Observer + Send)),
+    Owned(Box<dyn Observer + Send>),
+}
+
+fn obs_of<'a>(o: &'a mut Option<ObsSlot<'_>>) -> Option<&'a mut dyn Observer> {
+    match o.as_mut()? {
+        ObsSlot::Borrowed(b) => Some(&mut **b),
+        ObsSlot::Owned(b) => Some(b.as_mut()),
+    }
+}
+
 struct Core<'o> {
-    obs: Option<&'o mut dyn Observer>,
+    obs: Option<ObsSlot<'o>>,
     tasks: FastMap<u32, Task>,
     locks: Vec<LockState>,
     by_inode: FastMap<(u32, u64, LockClass), Vec<usize>>,
@@ -310,11 +332,23 @@ impl<'o> Analyzer<'o> {
     }
 
     /// An analyzer that streams per-request/hold/release records to `obs` as well.
-    pub fn with_observer(input: &AnalysisInput, obs: &'o mut dyn Observer) -> Analyzer<'o> {
-        Analyzer::build(input, Some(obs))
+    pub fn with_observer(
+        input: &AnalysisInput,
+        obs: &'o mut (dyn Observer + Send),
+    ) -> Analyzer<'o> {
+        Analyzer::build(input, Some(ObsSlot::Borrowed(obs)))
     }
 
-    fn build(input: &AnalysisInput, obs: Option<&'o mut dyn Observer>) -> Analyzer<'o> {
+    /// Like [`Analyzer::with_observer`], owning the observer (dropped at [`Analyzer::finish`]),
+    /// so the analyzer can move to another thread.
+    pub fn with_owned_observer(
+        input: &AnalysisInput,
+        obs: Box<dyn Observer + Send>,
+    ) -> Analyzer<'static> {
+        Analyzer::build(input, Some(ObsSlot::Owned(obs)))
+    }
+
+    fn build(input: &AnalysisInput, obs: Option<ObsSlot<'o>>) -> Analyzer<'o> {
         let whoops = input.whoops.as_ref().map(|w| WhoopsTrack {
             dev: w.dev,
             ino: w.ino,
@@ -378,6 +412,26 @@ impl<'o> Analyzer<'o> {
         }
     }
 
+    /// The events' clock reached `now_ns` with no newer event: analyse what the reorder buffer
+    /// held longer than its window (a live capture that went quiet).
+    pub fn advance(&mut self, now_ns: u64) {
+        let core = &mut self.core;
+        self.reorder.advance(now_ns, |ev| core.process(ev));
+    }
+
+    /// Counters so far (events still in the reorder buffer are not counted yet).
+    pub fn stats(&self) -> Stats {
+        self.core.stats
+    }
+
+    /// Visit every lock as it stands now (merged groups once, in creation order), without
+    /// closing anything: for periodic summaries of a live capture.
+    pub fn for_each_lock(&self, mut f: impl FnMut(&LockSummary)) {
+        for l in self.core.locks.iter().filter(|l| l.merged_into.is_none()) {
+            f(&l.sum);
+        }
+    }
+
     /// Drain the reorder buffer, close what is still open and summarize.
     pub fn finish(mut self) -> Analysis {
         let core = &mut self.core;
@@ -436,7 +490,7 @@ impl<'o> Core<'o> {
         let t = match self.tasks.entry(e.tid) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
-                if let Some(obs) = self.obs.as_deref_mut()
+                if let Some(obs) = obs_of(&mut self.obs)
                     && e.tid != 0
                 {
                     obs.on_task(e.tid, e.tgid, &e.comm.as_str());
@@ -509,8 +563,14 @@ impl<'o> Core<'o> {
             self.end_request(e.tid, e.tgid, old, None);
         }
         let rec = self.obs.is_some();
+        let asked = match sys {
+            Sys::Fcntl(_) if s.l_type.is_some() => asked_range(s.l_whence, s.l_start, s.l_len),
+            _ => None,
+        };
         if let Some(t) = self.tasks.get_mut(&e.tid) {
-            t.req = Some(Req::new(sys, Some(e.ts_ns), want, rec));
+            let mut r = Req::new(sys, Some(e.ts_ns), want, rec);
+            r.asked = asked;
+            t.req = Some(r);
         }
     }
 
@@ -541,6 +601,23 @@ impl<'o> Core<'o> {
     /// A request is over (exit, replaced, or end of events): forget its waiter state and emit
     /// its record.
     fn end_request(&mut self, tid: u32, tgid: u32, req: Req, exit_ts: Option<u64>) {
+        if req.readers_ahead > 0
+            && let (Some(id), Some(fb)) = (req.lock, req.first_block)
+        {
+            let (end, end_ts) = match req.outcome {
+                Some((0, ts)) => (WaitEnd::Granted, ts),
+                Some((r, ts)) => (WaitEnd::Failed(r), ts),
+                None => (WaitEnd::StillWaiting, exit_ts.unwrap_or(self.stats.last_ts)),
+            };
+            let id = resolve(&self.locks, id);
+            self.locks[id].sum.contention.writer_wait_ended(WriterWait {
+                writer: TaskRef { tid, tgid },
+                first_block_ts: fb,
+                end_ts,
+                end,
+                readers_ahead: req.readers_ahead,
+            });
+        }
         if req.waiting()
             && let Some(id) = req.lock
         {
@@ -552,7 +629,7 @@ impl<'o> Core<'o> {
         if req.sys == Sys::Test {
             return;
         }
-        let Some(obs) = self.obs.as_deref_mut() else {
+        let Some(obs) = obs_of(&mut self.obs) else {
             return;
         };
         let Some(rec) = req.rec else { return };
@@ -785,10 +862,27 @@ impl<'o> Core<'o> {
         if a.first_inversion.is_none() {
             a.first_inversion = b.first_inversion;
         }
+        a.contention.merge(&b.contention);
     }
 
     fn on_acquire(&mut self, e: &Event, l: &LockData, class: LockClass) {
         let tid = e.tid;
+        // A granted POSIX lock is reported after the kernel coalesced it with the owner's
+        // adjacent locks of the same type (posix_lock_inode traces the merged lock), so the
+        // range the caller asked for names the lock, when the syscall told us (sqlite locks
+        // single adjacent bytes: pending, reserved, then the shared range).
+        let asked = self
+            .tasks
+            .get(&tid)
+            .and_then(|t| t.req.as_ref())
+            .and_then(|r| r.asked)
+            .filter(|&(s, e)| class == LockClass::Posix && l.start <= s && e <= l.end);
+        let mut l = *l;
+        if let Some((start, end)) = asked {
+            l.start = start;
+            l.end = end;
+        }
+        let l = &l;
         let id = self.group_for(l.dev, l.ino, class, l.start, l.end);
         {
             let s = &mut self.locks[id].sum;
@@ -817,6 +911,12 @@ impl<'o> Core<'o> {
         };
         if first {
             self.locks[id].sum.requests += 1;
+            // Non-blocking requests (no FL_SLEEP) that conflict fail with EAGAIN: polling.
+            self.locks[id].sum.contention.attempt(
+                TaskRef { tid, tgid: e.tgid },
+                l.flags & k::FL_SLEEP == 0,
+                l.ret == -EAGAIN,
+            );
         }
         // flock conversion: the kernel drops the file's old lock (waking its waiters) first.
         let batch = self.take_issued(tid);
@@ -894,6 +994,9 @@ impl<'o> Core<'o> {
         let tid = e.tid;
         let ts = e.ts_ns;
         let me = TaskRef { tid, tgid: e.tgid };
+        if l.lock_type == k::F_RDLCK {
+            self.note_readers_ahead(e, l, id);
+        }
         self.apply_inflight_releases(e, l, id);
         // Who else holds a conflicting lock right now?
         let mut stale = 0usize;
@@ -926,7 +1029,7 @@ impl<'o> Core<'o> {
                     }
                     self.stale_recent.push((h.owner, id, ts));
                     s.holds.swap_remove(i);
-                    if let Some(obs) = self.obs.as_deref_mut() {
+                    if let Some(obs) = obs_of(&mut self.obs) {
                         obs.on_hold(&HoldRecord {
                             task: h.task,
                             lock: s.sum.key,
@@ -975,6 +1078,34 @@ impl<'o> Core<'o> {
         }
         self.resolve_handoff(id, e, l);
         self.note_role_grant(e, l);
+    }
+
+    /// A read grant on `id`: every waiting writer that blocked before this reader's request
+    /// arrived (and whose range it overlaps) is passed by it.
+    fn note_readers_ahead(&mut self, e: &Event, l: &LockData, id: usize) {
+        let Some(r) = self.tasks.get(&e.tid).and_then(|t| t.req.as_ref()) else {
+            return;
+        };
+        let arrived = r.enter_ts.or(r.first_block).unwrap_or(e.ts_ns);
+        let mut passed = 0;
+        for i in 0..self.locks[id].waiters.len() {
+            let w = self.locks[id].waiters[i];
+            if w == e.tid {
+                continue;
+            }
+            let Some(wr) = self.tasks.get_mut(&w).and_then(|t| t.req.as_mut()) else {
+                continue;
+            };
+            if wr.waiting()
+                && wr.kind() == k::F_WRLCK
+                && overlaps(wr.start, wr.end, l.start, l.end)
+                && wr.first_block.is_some_and(|fb| fb < arrived)
+            {
+                wr.readers_ahead += 1;
+                passed += 1;
+            }
+        }
+        self.locks[id].sum.contention.readers_ahead += passed;
     }
 
     fn fail(&mut self, e: &Event, ret: i32) {
@@ -1073,7 +1204,7 @@ impl<'o> Core<'o> {
             if open {
                 self.open_handoff(id, e, &woke);
             }
-            if let Some(obs) = self.obs.as_deref_mut() {
+            if let Some(obs) = obs_of(&mut self.obs) {
                 obs.on_release(&ReleaseRecord {
                     task: me,
                     lock: self.locks[id].sum.key,
@@ -1187,7 +1318,7 @@ impl<'o> Core<'o> {
             }
             touched += 1;
             s.holds.swap_remove(i);
-            if let Some(obs) = self.obs.as_deref_mut() {
+            if let Some(obs) = obs_of(&mut self.obs) {
                 obs.on_hold(&HoldRecord {
                     task: h.task,
                     lock: s.sum.key,
@@ -1716,7 +1847,7 @@ impl<'o> Core<'o> {
                 continue;
             }
             let holds = std::mem::take(&mut self.locks[id].holds);
-            if let Some(obs) = self.obs.as_deref_mut() {
+            if let Some(obs) = obs_of(&mut self.obs) {
                 for h in holds {
                     obs.on_hold(&HoldRecord {
                         task: h.task,
@@ -1815,6 +1946,22 @@ impl<'o> Core<'o> {
             whoops,
             tasks,
             incomplete,
+        }
+    }
+}
+
+/// The inclusive byte range of a `struct flock` relative to the file start (`SEEK_SET`); None
+/// for `SEEK_CUR`/`SEEK_END` (the file position is not known here) or a malformed range.
+fn asked_range(whence: i16, start: i64, len: i64) -> Option<(i64, i64)> {
+    if whence != 0 || start < 0 {
+        return None;
+    }
+    match len {
+        0 => Some((start, i64::MAX)),
+        l if l > 0 => Some((start, start.checked_add(l - 1)?)),
+        l => {
+            let s = start.checked_add(l)?;
+            (s >= 0).then_some((s, start - 1))
         }
     }
 }

@@ -5,6 +5,7 @@
 //! uses that, so no event needs to be kept). The result, [`Analysis`], is bounded in size
 //! whatever the number of events; [`crate::report::build`] turns it into the report document.
 pub mod analyzer;
+pub mod contention;
 mod fasthash;
 pub mod hist;
 pub mod observer;

@@ -75,6 +75,21 @@ impl Reorder {
         }
     }
 
+    /// The clock has reached `now_ns` (the events' clock) without a newer event: release what
+    /// is now older than the window (a live capture that went quiet).
+    pub fn advance(&mut self, now_ns: u64, mut out: impl FnMut(&Event)) {
+        self.newest = self.newest.max(now_ns);
+        while let Some(f) = self.buf.front() {
+            if self.newest - f.ts_ns > self.window_ns {
+                let f = self.buf.pop_front().expect("front exists");
+                self.last_released = f.ts_ns;
+                out(&f);
+            } else {
+                break;
+            }
+        }
+    }
+
     /// Events currently held.
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -140,6 +155,21 @@ mod tests {
         );
         assert_eq!(r.late, 1);
         assert_eq!(r.reordered, 2);
+    }
+
+    #[test]
+    fn advancing_the_clock_releases_a_quiet_buffer() {
+        let mut r = Reorder::new(100, 1000);
+        let mut out = Vec::new();
+        r.push(&ev(10, 1), |e| out.push(e.ts_ns));
+        r.push(&ev(50, 2), |e| out.push(e.ts_ns));
+        r.advance(120, |e| out.push(e.ts_ns));
+        assert_eq!(out, vec![10]);
+        r.advance(0, |e| out.push(e.ts_ns));
+        assert_eq!(out, vec![10], "the clock never goes back");
+        r.advance(1000, |e| out.push(e.ts_ns));
+        assert_eq!(out, vec![10, 50]);
+        assert_eq!(r.late, 0);
     }
 
     #[test]

@@ -236,6 +236,8 @@ pub struct LockSummary {
     pub wakes_same_cpu: u64,
     pub first_overlap: Option<OverlapEvidence>,
     pub first_inversion: Option<InversionEvidence>,
+    /// Busy attempts (polling) and writers passed by newer readers.
+    pub contention: super::contention::Contention,
 }
 
 /// What happened around a handoff, in time order.

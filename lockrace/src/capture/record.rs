@@ -116,10 +116,7 @@ pub fn supervise(cfg: &RecordConfig, mut child: Option<Child>) -> anyhow::Result
         {
             return Ok(Stop::CommandExited(st));
         }
-        if child.is_none()
-            && !cfg.pids.is_empty()
-            && cfg.pids.iter().all(|&p| !process_alive(p))
-        {
+        if child.is_none() && !cfg.pids.is_empty() && cfg.pids.iter().all(|&p| !process_alive(p)) {
             return Ok(Stop::ProcessesGone);
         }
         let why = if let Some(sig) = signals::received() {

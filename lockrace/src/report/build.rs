@@ -50,6 +50,7 @@ pub fn build(doc: &mut Document, a: &Analysis) {
         })
         .collect();
     doc.locks = a.locks.iter().map(lock_report).collect();
+    super::contention::fill(&mut doc.locks, a);
     doc.worst_handoffs = a
         .worst_handoffs
         .iter()
@@ -145,6 +146,7 @@ fn lock_report(l: &LockSummary) -> LockReport {
         wake_to_run_histogram: histogram(&l.wake_to_run),
         wakes: l.wakes,
         wakes_same_cpu: l.wakes_same_cpu,
+        contention: None,
     }
 }
 
@@ -446,6 +448,7 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
             evidence: json!({ "dropped": c.dropped, "events": c.events }),
         });
     }
+    out.extend(super::contention::diagnose(doc));
     out.sort_by_key(|d| std::cmp::Reverse(d.severity));
     out
 }
@@ -491,6 +494,8 @@ fn join_and(parts: &[String]) -> String {
 /// The answer, most important first. Derived from the document alone.
 pub fn verdict(doc: &Document) -> Vec<String> {
     let mut out = Vec::new();
+    // Polling and starved writers (report/contention.rs).
+    let contended = super::contention::verdict(doc);
     let sum = |f: &dyn Fn(&LockReport) -> u64| doc.locks.iter().map(f).sum::<u64>();
     let overlaps = sum(&|l| l.overlapping_grants);
     let inversions = sum(&|l| l.wake_inversions);
@@ -588,13 +593,14 @@ pub fn verdict(doc: &Document) -> Vec<String> {
         out.push(format!(
             "{unresolved} releases had waiters, but no grant followed that decided who won."
         ));
-    } else if overlaps == 0 && grants > 0 {
+    } else if overlaps == 0 && grants > 0 && contended.is_empty() {
         out.push(format!(
             "No task had to wait for a lock: {grants} grants, no contended release to judge."
         ));
     } else if grants == 0 && doc.analysis.is_some() {
         out.push("No lock was granted in these events.".to_string());
     }
+    out.extend(contended);
     if let Some(w) = &doc.whoops {
         if w.total == 0 {
             out.push("No whoops: every acquisition found the other side had made progress.".into());

@@ -6,6 +6,7 @@
 //! self-contained page (`--html`); [`perfetto`] writes the trace; [`offline`] is
 //! `lockrace report EVENTS.jsonl`.
 pub mod build;
+pub mod contention;
 pub mod html;
 pub mod model;
 pub mod offline;

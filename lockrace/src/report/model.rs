@@ -29,6 +29,24 @@ pub struct CaptureInfo {
     pub complete: bool,
 }
 
+/// What `lockrace trace` attached to and how the trace ended.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceInfo {
+    /// What was traced: `` `CMD ARGS` ``, `pid 1234`, `processes locking FILE`, or
+    /// `every process on this machine`.
+    pub target: String,
+    /// `command_exited`, `processes_exited`, `duration`, `interrupted` (SIGINT) or `terminated`
+    /// (SIGTERM). The report covers the events up to that moment.
+    pub ended_by: String,
+    /// The command's exit code (128+N when signal N ended it); null without a command.
+    pub command_exit_code: Option<i32>,
+    /// Wall-clock time from attach to detach.
+    pub traced_ns: u64,
+    /// Lock requests still in progress when the trace ended: their outcome lies after it (they
+    /// are cut by the trace's end, not lost).
+    pub open_requests_at_end: u64,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Document {
     pub schema_version: u32,
@@ -41,6 +59,9 @@ pub struct Document {
     pub kernel: KernelInfo,
     /// Null for untraced runs.
     pub capture: Option<CaptureInfo>,
+    /// `lockrace trace` only: what was traced and how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceInfo>,
     /// Null when the events were not produced by `lockrace run`.
     pub workload: Option<WorkloadReport>,
     /// The answer in a few sentences, most important first (what the terminal prints first).
@@ -168,6 +189,10 @@ pub struct LockReport {
     pub wake_to_run_histogram: Vec<HistBucket>,
     pub wakes: u64,
     pub wakes_same_cpu: u64,
+    /// Busy attempts of non-blocking requests and writers passed by newer readers; absent when
+    /// the lock had neither (report/contention.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contention: Option<super::contention::ContentionReport>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -330,6 +355,7 @@ impl Document {
                 lock_field_names: String::new(),
             },
             capture: None,
+            trace: None,
             workload: None,
             verdict: Vec::new(),
             analysis: None,

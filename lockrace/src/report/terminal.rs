@@ -137,6 +137,19 @@ pub fn render(doc: &Document) -> String {
         ));
     }
     let _ = writeln!(o, "{}", facts.join("; "));
+    if let Some(t) = &doc.trace {
+        let open = match t.open_requests_at_end {
+            0 => String::new(),
+            n => format!(" ({n} lock requests were still in progress then)"),
+        };
+        let _ = writeln!(
+            o,
+            "Traced {} for {}; ended by {}{open}: the report covers everything up to that moment.",
+            t.target,
+            fmt_ns(t.traced_ns),
+            t.ended_by.replace('_', " ")
+        );
+    }
     if !doc.complete {
         let _ = writeln!(o, "Incomplete:");
         for r in &doc.incomplete_reasons {
@@ -198,6 +211,9 @@ fn lock_table(o: &mut String, doc: &Document, i: usize, l: &LockReport) {
         "      wake inversions {}  overlapping grants {}",
         l.wake_inversions, l.overlapping_grants
     );
+    for line in super::contention::terminal_lines(l) {
+        let _ = writeln!(o, "      {line}");
+    }
     let _ = writeln!(o, "      wait        {}", pct_line(&l.wait_ns));
     let same = if l.wake_to_run_ns.count > 0 {
         format!(

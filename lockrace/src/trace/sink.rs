@@ -1,0 +1,239 @@
+//! The live sink of `lockrace trace`: on the capture's reader thread, every event goes to the
+//! JSONL file (`--events`), names its inode ([`Names`]), and is analysed at once by the
+//! streaming analyzer, which also streams Perfetto records (`--perfetto`) as it completes them.
+//!
+//! Invariants: no event is kept after it was analysed (memory is the analyzer's bounded state,
+//! whatever the trace's length); `--interval` tables are printed from the reader thread between
+//! ring drains ([`Sink::idle`]), from the analyzer's live summaries, so they cost nothing per
+//! event.
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lockrace_common::k;
+
+use super::interval::{self, Row};
+use super::names::Names;
+use crate::analysis::observer::{HoldRecord, Observer, ReleaseRecord, RequestRecord};
+use crate::analysis::{Analysis, Analyzer};
+use crate::capture::{Collector, Sink};
+use crate::events::{Event, Kind};
+
+/// An observer shared with the thread that finishes it (the analyzer owns one handle).
+pub struct Shared<O: Observer + Send>(pub Arc<Mutex<O>>);
+
+impl<O: Observer + Send> Observer for Shared<O> {
+    fn on_task(&mut self, tid: u32, tgid: u32, comm: &str) {
+        if let Ok(mut o) = self.0.lock() {
+            o.on_task(tid, tgid, comm);
+        }
+    }
+    fn on_request(&mut self, r: &RequestRecord) {
+        if let Ok(mut o) = self.0.lock() {
+            o.on_request(r);
+        }
+    }
+    fn on_hold(&mut self, h: &HoldRecord) {
+        if let Ok(mut o) = self.0.lock() {
+            o.on_hold(h);
+        }
+    }
+    fn on_release(&mut self, r: &ReleaseRecord) {
+        if let Ok(mut o) = self.0.lock() {
+            o.on_release(r);
+        }
+    }
+}
+
+/// How far behind the clock the interval tables release the reorder buffer.
+const QUIET_MARGIN: Duration = Duration::from_millis(20);
+
+/// Periodic summaries.
+struct Ticker {
+    every: Duration,
+    next: Instant,
+    out: Box<dyn Write + Send>,
+}
+
+pub struct TraceSink {
+    analyzer: Analyzer<'static>,
+    jsonl: Option<Collector>,
+    names: Names,
+    ticker: Option<Ticker>,
+    /// When the reader thread first ran (the programs are attached by then).
+    started: Option<Instant>,
+}
+
+impl TraceSink {
+    pub fn new(
+        analyzer: Analyzer<'static>,
+        jsonl: Option<Collector>,
+        names: Names,
+        interval: Option<(Duration, Box<dyn Write + Send>)>,
+    ) -> TraceSink {
+        let now = Instant::now();
+        TraceSink {
+            analyzer,
+            jsonl,
+            names,
+            ticker: interval.map(|(every, out)| Ticker {
+                every,
+                next: now + every,
+                out,
+            }),
+            started: None,
+        }
+    }
+
+    /// The per-lock table as it stands now.
+    pub fn interval_table(&self) -> String {
+        let mut rows = Vec::new();
+        self.analyzer.for_each_lock(|s| {
+            rows.push(Row::from_summary(s, self.names.get(s.key.dev, s.key.ino)))
+        });
+        interval::render(
+            self.started
+                .map(|s| s.elapsed().as_secs_f64())
+                .unwrap_or(0.0),
+            self.analyzer.stats().events,
+            &rows,
+        )
+    }
+
+    /// Close the analysis; the resolved paths name the locks.
+    pub fn finish_analysis(self) -> (Analysis, Names) {
+        let mut a = self.analyzer.finish();
+        for l in &mut a.locks {
+            if l.path.is_none() {
+                l.path = self.names.get(l.key.dev, l.key.ino).map(str::to_string);
+            }
+        }
+        (a, self.names)
+    }
+}
+
+impl Sink for TraceSink {
+    fn push(&mut self, e: &Event) -> io::Result<()> {
+        if let Some(c) = &mut self.jsonl {
+            c.push(e)?;
+        }
+        if matches!(e.kind, Kind::PosixLockInode | Kind::FlockLockInode)
+            && let Some(l) = e.lock()
+            && l.lock_type != k::F_UNLCK
+        {
+            self.names.note(e.tgid, l.dev, l.ino);
+        }
+        self.analyzer.push(e);
+        Ok(())
+    }
+
+    fn idle(&mut self) -> io::Result<()> {
+        if self.started.is_none() {
+            // Count intervals from the attach, not from the load before it.
+            let now = Instant::now();
+            self.started = Some(now);
+            if let Some(t) = self.ticker.as_mut() {
+                t.next = now + t.every;
+            }
+        }
+        let due = self
+            .ticker
+            .as_ref()
+            .is_some_and(|t| Instant::now() >= t.next);
+        if due {
+            // Events stay in the reorder buffer until a newer one comes: when the traced
+            // programs went quiet, time alone releases them (with a margin for records still
+            // on their way into the ring).
+            let now = crate::workload::monotonic_ns();
+            self.analyzer
+                .advance(now.saturating_sub(QUIET_MARGIN.as_nanos() as u64));
+            let table = self.interval_table();
+            if let Some(t) = self.ticker.as_mut() {
+                // Skip intervals missed while busy rather than printing a burst of them.
+                while t.next <= Instant::now() {
+                    t.next += t.every;
+                }
+                t.out.write_all(table.as_bytes())?;
+                t.out.write_all(b"\n")?;
+                t.out.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        match &mut self.jsonl {
+            Some(c) => c.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::synth::{Actor, Flavor, Script};
+
+    /// Writes into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn script() -> Vec<Event> {
+        let mut s = Script::new();
+        let a = Actor::new(10, 10, 0, "a", 0xa0, Flavor::Flock);
+        let b = Actor::new(11, 11, 1, "b", 0xb0, Flavor::Flock);
+        s.lock_now(&a, k::F_WRLCK);
+        s.lock_block(&b, k::F_WRLCK, a.held);
+        s.unlock(&a, &[&b]);
+        s.run(&b);
+        s.retry_grant(&b, k::F_WRLCK);
+        s.unlock(&b, &[]);
+        s.events
+    }
+
+    #[test]
+    fn the_sink_analyses_as_it_goes_and_ticks_on_idle() {
+        let buf = Buf::default();
+        let mut names = Names::new();
+        names.insert(
+            crate::analysis::synth::DEV,
+            crate::analysis::synth::INO,
+            "/x".into(),
+        );
+        let mut sink = TraceSink::new(
+            Analyzer::new(&crate::analysis::AnalysisInput::default()),
+            None,
+            names,
+            Some((Duration::from_millis(1), Box::new(buf.clone()))),
+        );
+        sink.idle().unwrap(); // the reader thread's first round: the clock starts
+        for e in script() {
+            sink.push(&e).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        sink.idle().unwrap();
+        let printed = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(printed.contains("/x (flock)"), "{printed}");
+        sink.finish().unwrap();
+        let (a, _) = sink.finish_analysis();
+        assert_eq!(a.locks.len(), 1);
+        assert_eq!(a.locks[0].path.as_deref(), Some("/x"));
+        assert_eq!(a.locks[0].grants, 2);
+        assert_eq!(a.locks[0].handoffs.fifo, 1);
+    }
+
+    #[test]
+    fn the_sink_is_send() {
+        fn send<T: Send + 'static>() {}
+        send::<TraceSink>();
+    }
+}
