@@ -34,6 +34,9 @@ pub const HELLO: &[u8] = b"lockrace memfd";
 /// Descriptors one datagram may carry before the kernel truncates (and we report "too many").
 const MAX_FDS: usize = 16;
 
+/// The longest payload accepted (the seed's is a short greeting; ours is [`HELLO`]).
+pub const MAX_PAYLOAD: usize = 64;
+
 /// The seals a valid memfd carries.
 const REQUIRED_SEALS: [(libc::c_int, &str); 3] = [
     (libc::F_SEAL_GROW, "F_SEAL_GROW"),
@@ -153,10 +156,25 @@ pub fn bind_server(path: &Path) -> anyhow::Result<(OwnedFd, BoundPath)> {
 /// What one datagram brought.
 #[derive(Debug)]
 pub struct Received {
+    /// Its first [`MAX_PAYLOAD`] bytes.
     pub payload: Vec<u8>,
+    /// Its whole length (larger than `payload` when it was cut: [`Rejection::Oversized`]).
+    pub payload_len: usize,
     pub fds: Vec<OwnedFd>,
     /// The kernel dropped descriptors that did not fit our control buffer.
     pub truncated: bool,
+}
+
+impl Received {
+    /// A datagram of `payload` carrying `fds` (what a well-behaved client sends).
+    pub fn new(payload: &[u8], fds: Vec<OwnedFd>) -> Received {
+        Received {
+            payload: payload.to_vec(),
+            payload_len: payload.len(),
+            fds,
+            truncated: false,
+        }
+    }
 }
 
 /// Wait (bounded by `timeout`, interruptible) for one datagram and take ownership of every
@@ -212,9 +230,10 @@ pub fn receive(sock: BorrowedFd<'_>, path: &Path, timeout: Duration) -> anyhow::
     }
 }
 
-/// One non-blocking `recvmsg` with room for [`MAX_FDS`] descriptors.
+/// One non-blocking `recvmsg` with room for [`MAX_FDS`] descriptors and [`MAX_PAYLOAD`] bytes
+/// (`MSG_TRUNC` makes it return the datagram's real length).
 fn recv_datagram(sock: BorrowedFd<'_>) -> io::Result<Received> {
-    let mut payload = [0u8; 64];
+    let mut payload = [0u8; MAX_PAYLOAD];
     let mut iov = libc::iovec {
         iov_base: payload.as_mut_ptr().cast(),
         iov_len: payload.len(),
@@ -235,7 +254,7 @@ fn recv_datagram(sock: BorrowedFd<'_>) -> io::Result<Received> {
         libc::recvmsg(
             sock.as_raw_fd(),
             &mut msg,
-            libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+            libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
         )
     };
     if n < 0 {
@@ -257,9 +276,11 @@ fn recv_datagram(sock: BorrowedFd<'_>) -> io::Result<Received> {
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    let len = usize::try_from(n).unwrap_or(0).min(payload.len());
+    let payload_len = usize::try_from(n).unwrap_or(0);
+    let len = payload_len.min(payload.len());
     Ok(Received {
         payload: payload[..len].to_vec(),
+        payload_len,
         fds,
         truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
     })
@@ -268,6 +289,14 @@ fn recv_datagram(sock: BorrowedFd<'_>) -> io::Result<Received> {
 /// Why a datagram was refused. Each case has its own message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rejection {
+    /// The payload is longer than [`MAX_PAYLOAD`] bytes.
+    Oversized {
+        len: usize,
+    },
+    /// The payload is not a short text greeting (bytes outside printable ASCII).
+    Garbage {
+        len: usize,
+    },
     NoFd,
     TooMany {
         count: usize,
@@ -302,6 +331,16 @@ pub enum Rejection {
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Rejection::Oversized { len } => write!(
+                f,
+                "the datagram is {len} bytes long, more than the {MAX_PAYLOAD}-byte greeting a \
+                 client sends; closed what it carried"
+            ),
+            Rejection::Garbage { len } => write!(
+                f,
+                "the datagram's {len}-byte payload is binary data, not a client's greeting; \
+                 closed what it carried"
+            ),
             Rejection::NoFd => f.write_str(
                 "the datagram carried no file descriptor (expected the client's memfd)",
             ),
@@ -385,6 +424,7 @@ pub fn validate_for(
     received: Received,
     expect: Expect,
 ) -> Result<(OwnedFd, Vec<OwnedFd>), Rejection> {
+    check_payload(&received)?;
     match expect {
         Expect::Memfd => validate(received).map(|fd| (fd, Vec::new())),
         Expect::MemfdAndEventfds => {
@@ -414,6 +454,7 @@ pub fn validate_for(
 /// Accept exactly one sealed 64-byte read-write memfd. On rejection every received descriptor
 /// has been closed (they are dropped here).
 pub fn validate(received: Received) -> Result<OwnedFd, Rejection> {
+    check_payload(&received)?;
     let Received { fds, truncated, .. } = received;
     if fds.len() > 1 || truncated {
         return Err(Rejection::TooMany {
@@ -426,6 +467,19 @@ pub fn validate(received: Received) -> Result<OwnedFd, Rejection> {
     };
     check_memfd(fd.as_fd())?;
     Ok(fd)
+}
+
+/// The payload is a greeting: at most [`MAX_PAYLOAD`] bytes of printable ASCII (the seed sends
+/// `memfd`, `lockrace client` sends [`HELLO`]; empty is accepted too).
+pub fn check_payload(received: &Received) -> Result<(), Rejection> {
+    let len = received.payload_len.max(received.payload.len());
+    if len > MAX_PAYLOAD {
+        return Err(Rejection::Oversized { len });
+    }
+    if !received.payload.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return Err(Rejection::Garbage { len });
+    }
+    Ok(())
 }
 
 fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), Rejection> {
@@ -581,11 +635,7 @@ mod tests {
     use std::io::Read;
 
     fn one(fd: OwnedFd) -> Received {
-        Received {
-            payload: HELLO.to_vec(),
-            fds: vec![fd],
-            truncated: false,
-        }
+        Received::new(HELLO, vec![fd])
     }
 
     fn memfd(size: i64, seals: libc::c_int) -> OwnedFd {
@@ -609,17 +659,9 @@ mod tests {
     #[test]
     fn each_bad_datagram_has_its_own_message() {
         let all = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
-        let none = Received {
-            payload: vec![],
-            fds: vec![],
-            truncated: false,
-        };
+        let none = Received::new(&[], vec![]);
         assert_eq!(validate(none).unwrap_err(), Rejection::NoFd);
-        let two = Received {
-            payload: vec![],
-            fds: vec![memfd(64, all), memfd(64, all)],
-            truncated: false,
-        };
+        let two = Received::new(&[], vec![memfd(64, all), memfd(64, all)]);
         assert_eq!(
             validate(two).unwrap_err(),
             Rejection::TooMany {
@@ -674,11 +716,33 @@ mod tests {
             },
             Rejection::WriteSealed,
             Rejection::WrongSize { size: 1 },
+            Rejection::Oversized { len: 65536 },
+            Rejection::Garbage { len: 8 },
         ]
         .iter()
         .map(|r| r.to_string())
         .collect();
-        assert_eq!(messages.len(), 7);
+        assert_eq!(messages.len(), 9);
+    }
+
+    #[test]
+    fn payloads_must_be_short_text_greetings() {
+        let all = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+        // The seed's greeting, ours, and none at all are fine.
+        for ok in [&b"memfd"[..], HELLO, b""] {
+            assert!(validate(Received::new(ok, vec![memfd(64, all)])).is_ok());
+        }
+        let mut long = Received::new(&[b'a'; MAX_PAYLOAD], vec![memfd(64, all)]);
+        long.payload_len = 65536;
+        assert_eq!(
+            validate(long).unwrap_err(),
+            Rejection::Oversized { len: 65536 }
+        );
+        let binary = Received::new(b"\x00\xff\x13evil", vec![memfd(64, all)]);
+        assert_eq!(
+            validate_for(binary, Expect::MemfdAndEventfds).unwrap_err(),
+            Rejection::Garbage { len: 7 }
+        );
     }
 
     #[test]
@@ -686,11 +750,7 @@ mod tests {
         // Hand the write end of a pipe over; once validation refuses it, the read end sees EOF.
         let (r, w) = nix::unistd::pipe().unwrap();
         let extra = memfd(64, 0);
-        let got = Received {
-            payload: vec![],
-            fds: vec![w, extra],
-            truncated: false,
-        };
+        let got = Received::new(&[], vec![w, extra]);
         assert!(validate(got).is_err());
         let mut reader = std::fs::File::from(r);
         let mut buf = Vec::new();
@@ -761,11 +821,7 @@ mod tests {
     fn eventfd_mode_accepts_exactly_memfd_and_two_eventfds() {
         let all = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
         let ev = || super::super::eventfd::create().unwrap();
-        let got = |fds: Vec<OwnedFd>| Received {
-            payload: HELLO.to_vec(),
-            fds,
-            truncated: false,
-        };
+        let got = |fds: Vec<OwnedFd>| Received::new(HELLO, fds);
         let (m, rest) = validate_for(
             got(vec![create_memfd().unwrap(), ev(), ev()]),
             Expect::MemfdAndEventfds,
