@@ -256,3 +256,44 @@ fn record_follows_the_command_and_the_children_it_forks() {
     );
     assert_eq!(tgids.len(), 2, "the command and its grandchild: {locks:?}");
 }
+
+#[test]
+fn without_root_tracing_is_refused_in_one_line_and_run_falls_back_untraced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let events = dir.path().join("e.jsonl");
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_lockrace"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["record", "--events", events.to_str().unwrap(), "--", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("lockrace: tracing needs root"), "{err}");
+    assert!(err.contains("sudo"), "{err}");
+
+    let out = as_nobody(&[
+        "run",
+        "--iterations",
+        "50",
+        "--tmpdir-parent",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not root, so the run is untraced"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("untraced"));
+}
