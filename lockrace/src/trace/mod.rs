@@ -238,6 +238,15 @@ pub fn document(
     doc
 }
 
+/// Whether `name` can be started: a path that exists, or a file in a `$PATH` directory.
+/// Checked before anything is attached, so a typo costs no eBPF load (and needs no root).
+pub fn command_exists(name: &str, path_var: Option<&std::ffi::OsStr>) -> bool {
+    if name.contains('/') {
+        return Path::new(name).exists();
+    }
+    path_var.is_some_and(|p| std::env::split_paths(p).any(|dir| dir.join(name).is_file()))
+}
+
 fn start_command(cmd: &[String]) -> Result<std::process::Child, (u8, String)> {
     match Command::new(&cmd[0]).args(&cmd[1..]).spawn() {
         Ok(c) => Ok(c),
@@ -253,6 +262,12 @@ fn start_command(cmd: &[String]) -> Result<std::process::Child, (u8, String)> {
 
 pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let cfg = TraceConfig::from_args(&args)?;
+    if let Some(name) = cfg.cmd.first()
+        && !command_exists(name, std::env::var_os("PATH").as_deref())
+    {
+        eprintln!("lockrace: command not found: {name}");
+        return Ok(ExitCode::from(127));
+    }
     signals::install()?;
     if cfg.machine_wide() {
         eprintln!(
@@ -419,6 +434,16 @@ mod tests {
         assert_eq!((ended_by(&term), exit_code(&term)), ("terminated", 143));
         assert_eq!(exit_code(&Stop::Duration), 0);
         assert_eq!(ended_by(&Stop::ProcessesGone), "processes_exited");
+    }
+
+    #[test]
+    fn commands_are_looked_up_in_path() {
+        let path = std::ffi::OsString::from("/nonexistent:/bin:/usr/bin");
+        assert!(command_exists("sh", Some(&path)));
+        assert!(command_exists("/bin/sh", None));
+        assert!(!command_exists("lockrace-no-such-command", Some(&path)));
+        assert!(!command_exists("sh", None));
+        assert!(!command_exists("./no/such/file", Some(&path)));
     }
 
     #[test]
