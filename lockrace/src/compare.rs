@@ -105,6 +105,7 @@ not a lockrace report, schema_version mismatch, unknown metric, metric absent fr
 
 Examples:
   lockrace compare good.json new.json
+  lockrace compare good.json new.json --html compare.html   # both reports side by side, charted
   lockrace compare good.json new.json --metric whoops_per_handoff --max-increase 50
   lockrace compare good.json target/vm/6.1.0-54/report.json \\
       --metric whoops_per_handoff --max-increase 50 --metric wake_to_run_p99_ns --max-increase 100";
@@ -506,6 +507,10 @@ pub fn main(args: CompareArgs) -> anyhow::Result<ExitCode> {
     match run(&args) {
         Ok((text, checked)) => {
             print!("{text}");
+            if let Err(e) = crate::report::html::write_comparison(&args, &checked) {
+                eprintln!("lockrace: {}", crate::app::render_error(&e));
+                return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            }
             let code = exit_code(&checked);
             if code == EXIT_REGRESSION {
                 let over: Vec<&str> = checked

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cli;
 pub mod compare;
 pub mod events;
+pub mod progress;
 pub mod report;
 pub mod signals;
 pub mod trace;

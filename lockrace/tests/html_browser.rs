@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod html_support;
+use html_support::assert_self_contained;
+
 /// The browser binary, or a failure that says how to get it.
 fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser"] {
@@ -154,36 +157,6 @@ fn dom_text(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('\u{a0}', "&nbsp;")
-}
-
-/// Static guarantees of a self-contained page.
-fn assert_self_contained(html: &str) {
-    let lower = html.to_ascii_lowercase();
-    for banned in [
-        "http://", "https://", "<script", "@import", "<link", "<img", "<iframe",
-    ] {
-        assert!(!lower.contains(banned), "the HTML contains {banned:?}");
-    }
-    assert!(!lower.contains(" src="), "the HTML loads something (src=)");
-    for (i, _) in lower.match_indices("href=") {
-        let target = &lower[i + 5..];
-        assert!(
-            target.starts_with("\"#") || target.starts_with("'#"),
-            "an href leaves the page: {}",
-            &html[i..(i + 60).min(html.len())]
-        );
-    }
-    for (i, _) in lower.match_indices("url(") {
-        assert!(
-            lower[i + 4..].starts_with('#'),
-            "a url() outside the page: {}",
-            &html[i..(i + 60).min(html.len())]
-        );
-    }
-    assert!(
-        lower.contains("content-security-policy") && lower.contains("default-src 'none'"),
-        "no Content-Security-Policy forbidding fetches"
-    );
 }
 
 /// The part of `dom` from the element starting with `open` to its closing `</tag>`.

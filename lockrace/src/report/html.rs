@@ -230,7 +230,7 @@ fn facts(doc: &Document) -> String {
 /// Everything of one report below its header; `id` prefixes element ids (unique per page),
 /// `h` is the heading level of its sections.
 fn report_body(b: &mut String, doc: &Document, opts: &Options, id: &str, h: u8) {
-    verdict_section(b, doc);
+    verdict_section(b, doc, id);
     diagnosis_section(b, doc, h);
     workload_section(b, doc, h);
     locks_section(b, doc, h);
@@ -240,11 +240,11 @@ fn report_body(b: &mut String, doc: &Document, opts: &Options, id: &str, h: u8) 
     completeness_section(b, doc, h);
 }
 
-fn verdict_section(b: &mut String, doc: &Document) {
+fn verdict_section(b: &mut String, doc: &Document, id: &str) {
     let clean = doc.diagnosis.is_empty() && doc.complete;
     let _ = writeln!(
         b,
-        "<section class=\"verdict{}\" id=\"verdict\">",
+        "<section class=\"verdict{}\" id=\"{id}-verdict\">",
         if clean { " clean" } else { "" }
     );
     if doc.verdict.is_empty() {
@@ -1186,7 +1186,8 @@ fn completeness_section(b: &mut String, doc: &Document, h: u8) {
 pub struct Compared<'a> {
     /// As given on the command line.
     pub name: &'a str,
-    pub doc: &'a Document,
+    /// The full document, or why it could not be read as one.
+    pub doc: Result<&'a Document, &'a str>,
     pub identity: &'a Identity,
     pub metrics: &'a Metrics,
 }
@@ -1295,7 +1296,10 @@ pub fn render_comparison(items: &[Compared<'_>], checked: &[Checked], opts: &Opt
         };
         format!("{}: {k}", tag(i))
     };
-    let _ = writeln!(b, "<section class=\"charts\">\n<h2>Whoops per handoff</h2>");
+    let _ = writeln!(
+        b,
+        "<section class=\"charts\">\n<h2>Whoops and self-barges</h2>"
+    );
     let whoops: Vec<(String, Option<f64>)> = items
         .iter()
         .enumerate()
@@ -1375,18 +1379,66 @@ pub fn render_comparison(items: &[Compared<'_>], checked: &[Checked], opts: &Opt
     for (i, c) in items.iter().enumerate() {
         let _ = writeln!(
             b,
-            "<section class=\"report\" data-report=\"{}\">\n<h2>{}: <code>{}</code></h2>\n<p class=\"meta\">{}</p>",
+            "<section class=\"report\" data-report=\"{}\">\n<h2>{}: <code>{}</code></h2>",
             tag(i),
             tag(i),
-            esc(c.name),
-            esc(&facts(c.doc))
+            esc(c.name)
         );
-        report_body(&mut b, c.doc, opts, &format!("r{i}"), 3);
+        match c.doc {
+            Ok(doc) => {
+                let _ = writeln!(b, "<p class=\"meta\">{}</p>", esc(&facts(doc)));
+                report_body(&mut b, doc, opts, &format!("r{i}"), 3);
+            }
+            Err(why) => {
+                let _ = writeln!(
+                    b,
+                    "<p class=\"note\">Only the figures above: this report lacks what the \
+                     full view needs ({}).</p>",
+                    esc(why)
+                );
+            }
+        }
         let _ = writeln!(b, "</section>");
     }
     let _ = writeln!(b, "</div>");
     let names: Vec<&str> = items.iter().map(|c| c.name).collect();
     page(&format!("lockrace compare {}", names.join(" ")), &b)
+}
+
+/// `lockrace compare A.json B.json --html FILE`: both reports side by side (nothing when
+/// `--html` was not given). The files were already read and checked by the comparison.
+pub fn write_comparison(args: &crate::cli::CompareArgs, checked: &[Checked]) -> anyhow::Result<()> {
+    let Some(out) = &args.html else {
+        return Ok(());
+    };
+    let mut loaded = Vec::new();
+    for path in [&args.a, &args.b] {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?;
+        let value = compare::parse_report(&text, &name)?;
+        // The comparison reads figures by field path; a report lacking fields the full model
+        // needs still gets its column of figures, with a note instead of its details.
+        let doc = serde_json::from_value::<Document>(value.clone()).map_err(|e| e.to_string());
+        loaded.push((
+            name,
+            compare::identity(&value),
+            compare::extract(&value),
+            doc,
+        ));
+    }
+    let items: Vec<Compared<'_>> = loaded
+        .iter()
+        .map(|(name, identity, metrics, doc)| Compared {
+            name,
+            doc: doc.as_ref().map_err(String::as_str),
+            identity,
+            metrics,
+        })
+        .collect();
+    let opts = Options {
+        handoffs: usize::try_from(args.html_handoffs).unwrap_or(DEFAULT_HANDOFFS),
+    };
+    write(out, &render_comparison(&items, checked, &opts))
 }
 
 /// `A`, `B`, ... `Z`, then `R27`.
@@ -1504,7 +1556,6 @@ mod tests {
     #[test]
     fn a_comparison_charts_every_report() {
         let a = Document::new("6.1.0".into());
-        let b = Document::new("6.18.0".into());
         let id = |k: &str| Identity {
             kernel: k.into(),
             workload: "posix/reopen, 10 iterations".into(),
@@ -1522,19 +1573,21 @@ mod tests {
         let items = [
             Compared {
                 name: "a.json",
-                doc: &a,
+                doc: Ok(&a),
                 identity: &ia,
                 metrics: &ma,
             },
             Compared {
                 name: "b.json",
-                doc: &b,
+                doc: Err("missing field `name`"),
                 identity: &ib,
                 metrics: &mb,
             },
         ];
         let html = render_comparison(&items, &[], &Options::default());
         assert_eq!(html.matches("<section class=\"report\"").count(), 2);
+        assert_eq!(html.matches("<section class=\"verdict").count(), 1);
+        assert!(html.contains("lacks what the full view needs (missing field `name`)"));
         assert_eq!(html.matches("data-value=\"0.5\"").count(), 2);
         assert!(html.contains("B: 6.18.0"));
         assert!(html.contains("not in this report"));

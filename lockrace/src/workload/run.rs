@@ -484,7 +484,9 @@ pub fn execute(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     );
     let mut children = [server, client];
     let pids = [children[0].id(), children[1].id()];
+    let progress = crate::progress::run_ticker(cfg, pids);
     let sup = supervise(&mut children)?;
+    drop(progress);
     let ended_ns = monotonic_ns();
 
     let roles = [Role::Server, Role::Client];
@@ -693,7 +695,14 @@ pub fn write_document(path: &Path, doc: &Document) -> anyhow::Result<()> {
 
 pub fn main(args: RunArgs, _verbose: u8) -> anyhow::Result<ExitCode> {
     let cfg = RunConfig::from_args(&args)?;
+    crate::progress::enable_run_progress();
     if cfg.scenario.is_some() {
+        if args.html.html.is_some() {
+            return Err(crate::app::hinted(
+                "--html draws the turn loop's report; a scenario writes its own",
+                "drop --html and use --json FILE",
+            ));
+        }
         return super::scenario::main(&args, &cfg);
     }
     if cfg.sync != SyncKind::Fcntl && !args.no_trace {
@@ -749,10 +758,12 @@ pub fn finish(
     outcome: RunOutcome,
     doc: Option<Document>,
 ) -> anyhow::Result<ExitCode> {
-    if doc.is_none()
-        && let Some(path) = &args.json
-    {
-        write_document(path, &document(cfg, &outcome))?;
+    if doc.is_none() {
+        let untraced = document(cfg, &outcome);
+        if let Some(path) = &args.json {
+            write_document(path, &untraced)?;
+        }
+        crate::report::html::write_if_asked(&args.html, &untraced)?;
     }
     if let Some(sig) = outcome.interrupted {
         eprintln!(

@@ -219,6 +219,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         write_document(path, &doc)?;
     }
+    report::html::write_if_asked(&args.html, &doc)?;
     super::run::finish(args, cfg, outcome, Some(doc))
 }
 
