@@ -79,6 +79,7 @@ const TRACE_EXAMPLES: &str = "\
 Examples:
   sudo lockrace trace --path /var/lib/app/db.sqlite --interval 1   # whoever locks that file
   sudo lockrace trace --pid 1234 --duration 30 --json report.json
+  sudo lockrace trace --duration 10 --html locks.html -- make -j8   # a page with timelines
   sudo lockrace trace --json r.json -- sh -c 'flock /tmp/f -c true & flock /tmp/f -c true'
   sudo lockrace trace                                  # every file lock on the machine";
 const REPORT_EXAMPLES: &str = "\
@@ -238,6 +239,8 @@ pub struct TraceArgs {
     /// Write every decoded event to FILE as JSON lines (streamed while tracing).
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    #[command(flatten)]
+    pub html: HtmlArgs,
     /// Ring-buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,

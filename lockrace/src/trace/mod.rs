@@ -329,7 +329,15 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    // Elapsed and remaining time on a terminal (not with --interval: its tables show time).
+    let ticker = match (cfg.duration, cfg.interval) {
+        (Some(total), None) => crate::progress::Ticker::start(move |elapsed| {
+            Some(crate::progress::duration_line("tracing", elapsed, total))
+        }),
+        _ => None,
+    };
     let stop = record::supervise(&cfg.supervision(), child);
+    drop(ticker);
     let traced = started.elapsed();
     eprint!("Detaching... ");
     let (sink, stats) = capture.stop()?;
@@ -354,6 +362,7 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write the report {}", path.display()))?;
     }
+    report::html::write_if_asked(&args.html, &doc)?;
     Ok(ExitCode::from(exit_code(&stop)))
 }
 
