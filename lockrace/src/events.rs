@@ -22,13 +22,31 @@ impl Comm {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
         String::from_utf8_lossy(&self.0[..end])
     }
+    /// At most 15 bytes of `s`, cut at a character boundary.
     pub fn from_str_lossy(s: &str) -> Comm {
         let mut out = [0u8; 16];
-        let b = s.as_bytes();
-        let n = b.len().min(15);
-        out[..n].copy_from_slice(&b[..n]);
+        let n = floor_char_boundary(s, 15);
+        out[..n].copy_from_slice(&s.as_bytes()[..n]);
         Comm(out)
     }
+
+    /// The name as JSONL writes it: [`Comm::as_str`] cut to what [`Comm::from_str_lossy`] keeps
+    /// (a name with bytes that are not UTF-8 grows when they become U+FFFD), so that reading a
+    /// line back and writing it again gives the same line (found by fuzzing).
+    pub fn to_json_string(&self) -> String {
+        let mut s = self.as_str().into_owned();
+        s.truncate(floor_char_boundary(&s, 15));
+        s
+    }
+}
+
+/// The largest character boundary of `s` at or below `max`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
 }
 
 impl fmt::Debug for Comm {
@@ -277,7 +295,7 @@ impl From<&Event> for JsonEvent {
             cpu: e.cpu,
             tgid: e.tgid,
             tid: e.tid,
-            comm: e.comm.as_str().into_owned(),
+            comm: e.comm.to_json_string(),
             kind: e.kind.name().to_string(),
             ..Default::default()
         };
@@ -305,7 +323,7 @@ impl From<&Event> for JsonEvent {
                 if e.kind == Kind::SchedSwitch {
                     j.prev_state = Some(s.prev_state);
                 }
-                j.target_comm = Some(s.target_comm.as_str().into_owned());
+                j.target_comm = Some(s.target_comm.to_json_string());
             }
             Data::Syscall(s) => {
                 j.cmd = Some(s.cmd);

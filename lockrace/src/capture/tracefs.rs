@@ -127,8 +127,12 @@ fn parse_field(line: &str) -> Option<Field> {
         }
     }
     let without_array = without_array.trim_end();
-    let split = without_array.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
-    let name = &without_array[split + 1..];
+    // The separator may be any character, also a multi-byte one (found by fuzzing).
+    let (split, sep) = without_array
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))?;
+    let name = &without_array[split + sep.len_utf8()..];
     if name.is_empty() {
         return None;
     }
