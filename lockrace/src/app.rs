@@ -18,6 +18,10 @@ impl std::fmt::Display for Hinted {
 }
 impl std::error::Error for Hinted {}
 
+/// Appended to `command not found: CMD` (record and trace exit 127 with it, like a shell).
+pub const COMMAND_NOT_FOUND_HINT: &str =
+    " (hint: the command after `--` is looked up in PATH; check its name or give its path)";
+
 pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Hinted {
         message: message.into(),

@@ -60,7 +60,7 @@ Examples:
 
 const RUN_EXAMPLES: &str = "\
 Examples:
-  sudo lockrace run                                    # OFD lock on one shared description (the seed)
+  sudo lockrace run                                    # the seed: OFD lock, one description
   sudo lockrace run --lock posix --share reopen        # real mutual exclusion, traced
   sudo lockrace run --lock posix --share reopen --iterations 2000 --html report.html
   lockrace run --no-trace --iterations 10000 --json run.json";
@@ -342,6 +342,34 @@ mod tests {
                 assert_eq!(r.workload.share, Share::Same);
             }
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_help_ends_with_examples() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let mut pages = vec![("lockrace".to_string(), cli.render_long_help().to_string())];
+        for sub in cli.get_subcommands_mut().filter(|s| s.get_name() != "help") {
+            let name = sub.get_name().to_string();
+            pages.push((name, sub.render_long_help().to_string()));
+        }
+        assert!(pages.len() > 5);
+        for (name, help) in pages {
+            let tail = help.split("\nExamples:\n").nth(1);
+            let Some(tail) = tail else {
+                panic!("`{name} --help` has no Examples section")
+            };
+            // The examples are the end of the help, and each one is a command line.
+            for line in tail.lines().filter(|l| !l.trim().is_empty()) {
+                let cmd = line.trim_start();
+                assert!(
+                    cmd.starts_with("lockrace ")
+                        || cmd.starts_with("sudo lockrace ")
+                        || cmd.starts_with("--"),
+                    "`{name} --help`: not an example after Examples: {line:?}"
+                );
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! xtask: the project's own commands (`cargo xtask ...`, see .cargo/config.toml).
 //!
 //! `setup` makes a fresh Debian machine able to build and trace, `run` runs the default
-//! experiment as root, `test` runs every check CI runs. Only the subcommand enum lives here; each
+//! experiment as root, `test` runs every check CI runs, `screenshot` regenerates the README's
+//! tour (terminal report and HTML screenshot). Only the subcommand enum lives here; each
 //! subcommand is a module, and every external program is run through [`cmd`].
 use std::process::ExitCode;
 
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod run;
+mod screenshot;
 mod setup;
 mod test;
 mod vm;
@@ -42,6 +44,19 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Regenerate the README's tour: setup, build, run the traced `lockrace run ARGS` as root
+    /// with --html (default ARGS: --lock posix --share reopen --iterations 2000), keep its
+    /// terminal report in target/screenshot/terminal.txt, and screenshot the HTML report with
+    /// headless Chromium into docs/img/report.png.
+    Screenshot {
+        /// Arguments for `lockrace run` (e.g. `-- --lock ofd --iterations 500`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
     /// Boot other kernels in QEMU (TCG), run the traced `lockrace run ARGS` in each, and compare
     /// them in one table. Exit 0 when every kernel produced a report, 125 (bisect "skip") when
     /// one could not be tested. Example: `cargo xtask vm --debian 6.1.0-54 --host -- --lock posix`.
@@ -54,6 +69,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
         Command::Run { args } => run::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Test { quick } => test::test(quick),
+        Command::Screenshot { args } => screenshot::screenshot(&args).map(|()| ExitCode::SUCCESS),
         Command::Vm(args) => Ok(vm::vm(&args)),
     };
     match result {

@@ -47,6 +47,14 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "cargo xtask vm boots other kernels"),
     ("busybox-static", "cargo xtask vm: the VM's userland"),
     ("cpio", "tests check the VM's initramfs with cpio(1)"),
+    (
+        "chromium",
+        "tests load the HTML report in a headless browser; cargo xtask screenshot",
+    ),
+    (
+        "fonts-dejavu-core",
+        "readable text in the HTML report's headless screenshots",
+    ),
 ];
 
 const TRACEFS: &str = "/sys/kernel/tracing";

@@ -218,7 +218,11 @@ pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (_, stats) = capture.stop()?;
                 log::debug!("{}", summary_line(&args.events, &stats));
-                eprintln!("lockrace: command not found: {}", cfg.cmd[0]);
+                eprintln!(
+                    "lockrace: command not found: {}{}",
+                    cfg.cmd[0],
+                    crate::app::COMMAND_NOT_FOUND_HINT
+                );
                 return Ok(ExitCode::from(127));
             }
             Err(e) => return Err(e).with_context(|| format!("cannot start {}", cfg.cmd[0])),

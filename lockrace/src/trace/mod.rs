@@ -251,7 +251,14 @@ fn start_command(cmd: &[String]) -> Result<std::process::Child, (u8, String)> {
     match Command::new(&cmd[0]).args(&cmd[1..]).spawn() {
         Ok(c) => Ok(c),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err((127, format!("command not found: {}", cmd[0])))
+            Err((
+                127,
+                format!(
+                    "command not found: {}{}",
+                    cmd[0],
+                    crate::app::COMMAND_NOT_FOUND_HINT
+                ),
+            ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Err((126, format!("cannot run {}: {e}", cmd[0])))
@@ -265,7 +272,10 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     if let Some(name) = cfg.cmd.first()
         && !command_exists(name, std::env::var_os("PATH").as_deref())
     {
-        eprintln!("lockrace: command not found: {name}");
+        eprintln!(
+            "lockrace: command not found: {name}{}",
+            crate::app::COMMAND_NOT_FOUND_HINT
+        );
         return Ok(ExitCode::from(127));
     }
     signals::install()?;

@@ -105,7 +105,10 @@ pub fn upgrade_loop(
     let role = cfg.role;
     let kind = cfg.lock;
     if cfg.iterations > MAX_ROUNDS {
-        anyhow::bail!("--scenario upgrade runs at most {MAX_ROUNDS} rounds");
+        return Err(crate::app::hinted(
+            format!("--scenario upgrade runs at most {MAX_ROUNDS} rounds"),
+            "lower --iterations",
+        ));
     }
     let shared = Inside::map(fd.as_fd())?;
     shared
