@@ -4,7 +4,7 @@
 //! reports coalesced ranges.
 use lockrace::analysis::contention::{POLLING_MIN_RETRIES, STARVATION_MIN_READERS};
 use lockrace::analysis::synth::{Actor, Flavor, Script};
-use lockrace::analysis::{AnalysisInput, LockSummary, analyze};
+use lockrace::analysis::{AnalysisInput, Analyzer, LockSummary, analyze};
 use lockrace::events::Kind;
 use lockrace::report::model::Document;
 use lockrace_common::k;
@@ -307,4 +307,39 @@ fn ranges_from_the_current_position_fall_back_to_the_event() {
     s.exit(&a, 0);
     let locks = summaries(&s);
     assert_eq!((locks[0].key.start, locks[0].key.end), (10, 19));
+}
+
+/// A long trace of many short-lived processes (a `--path` trace of flock(1) loops): idle tasks
+/// are forgotten, the ones the report cites keep their names.
+#[test]
+fn idle_tasks_are_pruned_and_cited_names_survive() {
+    let mut s = Script::new();
+    let poller = posix(7);
+    let holder = posix(8);
+    s.lock_now(&holder, k::F_WRLCK);
+    for _ in 0..4 {
+        s.try_fail(&poller, k::F_WRLCK);
+    }
+    s.unlock(&holder, &[]);
+    for i in 0..200 {
+        let a = posix(1000 + i);
+        s.lock_now(&a, k::F_WRLCK);
+        s.unlock(&a, &[]);
+    }
+    let mut an = Analyzer::new(&AnalysisInput::default());
+    an.extend(&s.events);
+    an.advance(s.now + 10_000_000);
+    let before = an.footprint().tasks;
+    assert!(before >= 202, "{before}");
+    let pruned = an.prune_tasks(s.now + 1);
+    assert_eq!(pruned, before);
+    assert_eq!(an.footprint().tasks, 0);
+    let a = an.finish();
+    assert_eq!(a.locks[0].grants, 201);
+    assert_eq!(
+        a.comm_of(7),
+        Some("p7"),
+        "the busy task is cited: its name is kept"
+    );
+    assert_eq!(a.comm_of(1100), None, "an uncited task is forgotten");
 }

@@ -164,9 +164,14 @@ struct Task {
     comm: Comm,
     /// CPU of its last event.
     cpu: u32,
+    /// Timestamp of its last event.
+    last_ts: u64,
     req: Option<Req>,
     issued: Vec<Issued>,
 }
+
+/// Names of pruned tasks kept for the report ([`Analyzer::prune_tasks`]).
+pub const RETIRED_CAP: usize = 4096;
 
 #[derive(Clone, Copy, Debug)]
 struct Hold {
@@ -302,6 +307,8 @@ struct Core<'o> {
     scratch: Vec<usize>,
     /// Holds dropped as stale at a grant: (owner, lock, grant ts), to recognise a late unlock.
     stale_recent: Vec<(u64, usize, u64)>,
+    /// Names of pruned tasks the results still refer to (at most [`RETIRED_CAP`]).
+    retired: Vec<TaskInfo>,
 }
 
 /// Sizes of the analyzer's state ([`Analyzer::footprint`]).
@@ -373,6 +380,7 @@ impl<'o> Analyzer<'o> {
                 whoops,
                 scratch: Vec::new(),
                 stale_recent: Vec::new(),
+                retired: Vec::new(),
             },
             input: input.clone(),
         }
@@ -417,6 +425,59 @@ impl<'o> Analyzer<'o> {
     pub fn advance(&mut self, now_ns: u64) {
         let core = &mut self.core;
         self.reorder.advance(now_ns, |ev| core.process(ev));
+    }
+
+    /// Forget tasks idle since before `before_ts` (no request in progress, no wakeup pending),
+    /// so a long capture of many short-lived processes keeps flat memory. The names of those
+    /// the results refer to (worst handoffs, busy tasks, starved writers) are kept, up to
+    /// [`RETIRED_CAP`]. Not for `run` (its whoops correlation follows the roles' tasks).
+    /// Returns how many were forgotten.
+    pub fn prune_tasks(&mut self, before_ts: u64) -> usize {
+        let c = &mut self.core;
+        if c.whoops.is_some() {
+            return 0;
+        }
+        let idle: Vec<u32> = c
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.req.is_none() && t.issued.is_empty() && t.last_ts < before_ts)
+            .map(|(&tid, _)| tid)
+            .collect();
+        if idle.is_empty() {
+            return 0;
+        }
+        let mut cited: std::collections::HashSet<u32> = std::collections::HashSet::new();
+        for h in &c.worst {
+            cited.insert(h.releaser.tid);
+            cited.extend(h.next.map(|n| n.tid));
+            cited.extend(h.waiters.iter().map(|w| w.task.tid));
+            cited.extend(h.timeline.iter().map(|t| t.tid));
+        }
+        for l in c.locks.iter().filter(|l| l.merged_into.is_none()) {
+            let ct = &l.sum.contention;
+            cited.extend(ct.tasks.iter().map(|t| t.task.tid));
+            cited.extend(ct.streak_task.map(|t| t.tid));
+            cited.extend(ct.worst_wait.map(|w| w.writer.tid));
+            cited.extend(l.sum.first_overlap.map(|o| o.holder.tid));
+            cited.extend(l.sum.first_overlap.map(|o| o.grantee.tid));
+        }
+        for tid in &idle {
+            let Some(t) = c.tasks.remove(tid) else {
+                continue;
+            };
+            if cited.contains(tid)
+                && c.retired.len() < RETIRED_CAP
+                && !c.retired.iter().any(|r| r.tid == *tid)
+            {
+                c.retired.push(TaskInfo {
+                    tid: *tid,
+                    tgid: t.tgid,
+                    comm: t.comm.as_str().into_owned(),
+                });
+            }
+        }
+        c.tasks.shrink_to_fit();
+        idle.len()
     }
 
     /// Counters so far (events still in the reorder buffer are not counted yet).
@@ -504,6 +565,7 @@ impl<'o> Core<'o> {
                     tgid: e.tgid,
                     comm: e.comm,
                     cpu: e.cpu,
+                    last_ts: e.ts_ns,
                     req: None,
                     issued: Vec::new(),
                 })
@@ -512,6 +574,7 @@ impl<'o> Core<'o> {
         t.tgid = e.tgid;
         t.comm = e.comm;
         t.cpu = e.cpu;
+        t.last_ts = t.last_ts.max(e.ts_ns);
         if let Some(r) = t.req.as_mut()
             && let Phase::Woken { .. } = r.phase
         {
@@ -1911,6 +1974,11 @@ impl<'o> Core<'o> {
                 comm: t.comm.as_str().into_owned(),
             })
             .collect();
+        for r in std::mem::take(&mut self.retired) {
+            if !self.tasks.contains_key(&r.tid) {
+                tasks.push(r);
+            }
+        }
         tasks.sort_by_key(|t| t.tid);
 
         let st = self.stats;

@@ -47,6 +47,9 @@ impl<O: Observer + Send> Observer for Shared<O> {
 
 /// How far behind the clock the interval tables release the reorder buffer.
 const QUIET_MARGIN: Duration = Duration::from_millis(20);
+/// How often idle tasks are forgotten, and after how long without an event.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+const TASK_IDLE: Duration = Duration::from_secs(30);
 
 /// Periodic summaries.
 struct Ticker {
@@ -62,6 +65,7 @@ pub struct TraceSink {
     ticker: Option<Ticker>,
     /// When the reader thread first ran (the programs are attached by then).
     started: Option<Instant>,
+    next_prune: Instant,
 }
 
 impl TraceSink {
@@ -82,6 +86,7 @@ impl TraceSink {
                 out,
             }),
             started: None,
+            next_prune: now + PRUNE_EVERY,
         }
     }
 
@@ -135,6 +140,14 @@ impl Sink for TraceSink {
             if let Some(t) = self.ticker.as_mut() {
                 t.next = now + t.every;
             }
+        }
+        if Instant::now() >= self.next_prune {
+            // Every process that ever locked would otherwise stay in the analyzer's task table
+            // (a `--path` trace of a cron job sees a new process each run).
+            self.next_prune = Instant::now() + PRUNE_EVERY;
+            let before =
+                crate::workload::monotonic_ns().saturating_sub(TASK_IDLE.as_nanos() as u64);
+            self.analyzer.prune_tasks(before);
         }
         let due = self
             .ticker
