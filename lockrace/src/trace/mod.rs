@@ -250,16 +250,14 @@ pub fn command_exists(name: &str, path_var: Option<&std::ffi::OsStr>) -> bool {
 fn start_command(cmd: &[String]) -> Result<std::process::Child, (u8, String)> {
     match Command::new(&cmd[0]).args(&cmd[1..]).spawn() {
         Ok(c) => Ok(c),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err((
-                127,
-                format!(
-                    "command not found: {}{}",
-                    cmd[0],
-                    crate::app::COMMAND_NOT_FOUND_HINT
-                ),
-            ))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err((
+            127,
+            format!(
+                "command not found: {}{}",
+                cmd[0],
+                crate::app::COMMAND_NOT_FOUND_HINT
+            ),
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Err((126, format!("cannot run {}: {e}", cmd[0])))
         }
