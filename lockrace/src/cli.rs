@@ -264,7 +264,7 @@ pub struct ReportArgs {
     pub html: HtmlArgs,
 }
 
-/// `--html FILE` and how much of the report it draws (run, report, trace, compare).
+/// `--html FILE` and how much of the report it draws (run, report, trace; compare has its own).
 #[derive(Args, Debug, Clone)]
 pub struct HtmlArgs {
     /// Write a self-contained HTML report to FILE (inline CSS and SVG timelines; fetches nothing).
