@@ -562,4 +562,17 @@ fn interval_tables_perfetto_and_events_stream_while_tracing() {
             >= 32,
         "16 locks and 16 unlocks at least"
     );
+    // The events file ends with its trailer and re-analyses offline.
+    let text = std::fs::read_to_string(&evs).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(last.contains("lockrace_trailer"), "{last}");
+    let offline = Command::new(env!("CARGO_BIN_EXE_lockrace"))
+        .args(["report", evs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        offline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
 }

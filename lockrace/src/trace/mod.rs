@@ -352,7 +352,13 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     eprintln!("done");
     let stop = stop?;
 
-    let (analysis, _names) = sink.finish_analysis();
+    let (analysis, _names, jsonl) = sink.finish_analysis();
+    if let (Some(mut c), Some(p)) = (jsonl, &args.events) {
+        // The trailer makes `lockrace report FILE` state the drops this trace had.
+        let trailer = c.trailer(&stats, lock_field_names, Vec::new());
+        c.write_meta(&[crate::events::Meta::LockraceTrailer(trailer)])
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
     if let (Some(w), Some(p)) = (perfetto, &args.perfetto) {
         let w = Arc::try_unwrap(w)
             .map_err(|_| anyhow::anyhow!("the Perfetto writer is still in use"))?

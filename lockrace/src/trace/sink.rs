@@ -105,15 +105,16 @@ impl TraceSink {
         )
     }
 
-    /// Close the analysis; the resolved paths name the locks.
-    pub fn finish_analysis(self) -> (Analysis, Names) {
+    /// Close the analysis; the resolved paths name the locks. Also returns the names and the
+    /// JSONL writer (for its trailer).
+    pub fn finish_analysis(self) -> (Analysis, Names, Option<Collector>) {
         let mut a = self.analyzer.finish();
         for l in &mut a.locks {
             if l.path.is_none() {
                 l.path = self.names.get(l.key.dev, l.key.ino).map(str::to_string);
             }
         }
-        (a, self.names)
+        (a, self.names, self.jsonl)
     }
 }
 
@@ -237,7 +238,8 @@ mod tests {
         let printed = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(printed.contains("/x (flock)"), "{printed}");
         sink.finish().unwrap();
-        let (a, _) = sink.finish_analysis();
+        let (a, _, jsonl) = sink.finish_analysis();
+        assert!(jsonl.is_none());
         assert_eq!(a.locks.len(), 1);
         assert_eq!(a.locks[0].path.as_deref(), Some("/x"));
         assert_eq!(a.locks[0].grants, 2);
