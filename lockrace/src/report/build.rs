@@ -333,6 +333,8 @@ fn owner_reason(kind: &str) -> &'static str {
 fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
     let mut out = Vec::new();
     for (i, (l, s)) in doc.locks.iter().zip(&a.locks).enumerate() {
+        // The path when known (`trace` resolves them), else `major:minor/ino`.
+        let name = super::contention::display_name(l);
         if l.overlapping_grants > 0 {
             let ev = s.first_overlap;
             out.push(Diagnosis {
@@ -341,7 +343,7 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
                 message: format!(
                     "{}: {} times a task was granted the lock while another task held it under \
                      the same owner {}: the lock does not exclude them ({})",
-                    l.name,
+                    name,
                     l.overlapping_grants,
                     ev.map(|e| hex(e.owner)).unwrap_or_default(),
                     owner_reason(&l.kind)
@@ -371,7 +373,7 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
                     "{}: the kernel woke sibling waiters against the order they blocked in {} \
                      release(s); fs/locks.c promises FIFO wakeups, so this is a kernel bug or a \
                      tracing artefact: please report it with the events file",
-                    l.name, l.wake_inversions
+                    name, l.wake_inversions
                 ),
                 evidence: json!({
                     "lock": i,
@@ -400,7 +402,7 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
                     "{}: in {barged} of {decided} handoffs ({}) the lock went to a task that was \
                      not waiting ({} times the releaser itself, {} times a newcomer) while a woken \
                      waiter had not run yet: Linux wakes waiters, it does not hand the lock over",
-                    l.name,
+                    name,
                     pct(barged, decided),
                     h.self_barge,
                     h.newcomer_barge
@@ -423,7 +425,7 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
                     "{}: in {} of {decided} handoffs a later waiter got the lock before an \
                      earlier, conflicting one (a waiter that lost a race is queued again at the \
                      tail)",
-                    l.name, h.waiter_reorder
+                    name, h.waiter_reorder
                 ),
                 evidence: json!({
                     "lock": i,

@@ -64,8 +64,8 @@ pub fn render(doc: &Document) -> String {
             let lock = doc
                 .locks
                 .get(h.lock)
-                .map(|l| l.name.as_str())
-                .unwrap_or("?");
+                .map(super::contention::display_name)
+                .unwrap_or_else(|| "?".to_string());
             let _ = writeln!(
                 o,
                 "  #{} {} on {lock}: {} ({}) released it with {} waiter(s); oldest waited {}",
