@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::oneshot};
 
-pub use loader::{Filter, Loaded};
+pub use loader::{Filter, Limits, Loaded};
 
 use crate::events::{self, Event};
 
@@ -63,14 +63,19 @@ impl Collector {
                     .with_context(|| format!("cannot create {}", p.display()))?;
                 let mut w = io::BufWriter::with_capacity(1 << 20, file);
                 let command: Vec<String> = std::env::args().skip(1).collect();
-                let header = events::Meta::LockraceHeader(events::FileHeader::new(command.join(" ")));
+                let header =
+                    events::Meta::LockraceHeader(events::FileHeader::new(command.join(" ")));
                 writeln!(w, "{}", events::meta_to_json(&header))
                     .with_context(|| format!("cannot write {}", p.display()))?;
                 Some(w)
             }
             None => None,
         };
-        Ok(Collector { events: keep.then(Vec::new), jsonl, written: 0 })
+        Ok(Collector {
+            events: keep.then(Vec::new),
+            jsonl,
+            written: 0,
+        })
     }
 
     /// Append meta lines (acquisitions, trailer) after the capture and flush.
@@ -85,7 +90,12 @@ impl Collector {
     }
 
     /// The trailer for a capture that ended with `stats`.
-    pub fn trailer(&self, stats: &CaptureStats, lock_field_names: &str, incomplete: Vec<String>) -> events::FileTrailer {
+    pub fn trailer(
+        &self,
+        stats: &CaptureStats,
+        lock_field_names: &str,
+        incomplete: Vec<String>,
+    ) -> events::FileTrailer {
         events::FileTrailer {
             events: self.written,
             dropped: stats.dropped,
@@ -145,7 +155,16 @@ pub struct Capture<S: Sink> {
 impl<S: Sink> Capture<S> {
     /// Load, attach, and start reading into `sink`.
     pub fn start(filter: &Filter, ring_buffer_bytes: u32, sink: S) -> anyhow::Result<Capture<S>> {
-        let mut loaded = Loaded::load(filter, ring_buffer_bytes)?;
+        let limits = Limits {
+            ring_buffer_bytes,
+            ..Limits::default()
+        };
+        Capture::start_with(filter, &limits, sink)
+    }
+
+    /// [`Capture::start`] with every kernel-side size given (`--ring-buffer-mb`, `--max-tasks`).
+    pub fn start_with(filter: &Filter, limits: &Limits, sink: S) -> anyhow::Result<Capture<S>> {
+        let mut loaded = Loaded::load_with(filter, limits)?;
         let ring = loaded.take_ring()?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let reader = std::thread::Builder::new()
