@@ -343,3 +343,47 @@ fn idle_tasks_are_pruned_and_cited_names_survive() {
     );
     assert_eq!(a.comm_of(1100), None, "an uncited task is forgotten");
 }
+
+/// `--path` traces see flock(1) processes without their syscalls: a waiter woken on the
+/// releaser's CPU can log its grant before the releaser's unlock event. The release is applied
+/// at the grant, so the release that had a waiter is still a (fifo) handoff.
+#[test]
+fn a_late_unlock_without_syscalls_still_makes_a_handoff() {
+    let flock = |tid: u32| {
+        Actor::new(
+            tid,
+            tid,
+            0,
+            "flock",
+            0xffff_8882_0000_0000 + u64::from(tid) * 0x1000,
+            Flavor::Flock,
+        )
+    };
+    let (h, w) = (flock(1), flock(2));
+    let mut s = Script::new();
+    s.lock_event(&h, Kind::FlockLockInode, k::F_WRLCK, 0, 0, true);
+    s.lock_event(
+        &w,
+        Kind::FlockLockInode,
+        k::F_WRLCK,
+        k::FILE_LOCK_DEFERRED,
+        h.held,
+        true,
+    );
+    s.wait(1_000_000);
+    s.lock_event(&w, Kind::FlockLockInode, k::F_WRLCK, 0, 0, true);
+    s.lock_event(&h, Kind::FlockLockInode, k::F_UNLCK, 0, 0, false);
+    let a = analyze(&s.events, &AnalysisInput::default());
+    let l = &a.locks[0];
+    assert_eq!((l.grants, l.releases), (2, 1));
+    assert_eq!(l.handoffs.fifo, 1, "{:?}", l.handoffs);
+    assert_eq!((a.stats.raced_releases, a.stats.inconsistencies), (1, 0));
+    assert!(a.incomplete.is_empty(), "{:?}", a.incomplete);
+
+    // The same with the unlock lost: still a handoff, but the missing release is reported.
+    s.events.pop();
+    let a = analyze(&s.events, &AnalysisInput::default());
+    assert_eq!(a.locks[0].handoffs.fifo, 1);
+    assert_eq!(a.stats.inconsistencies, 1);
+    assert!(!a.incomplete.is_empty());
+}

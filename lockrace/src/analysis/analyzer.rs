@@ -1063,6 +1063,7 @@ impl<'o> Core<'o> {
         self.apply_inflight_releases(e, l, id);
         // Who else holds a conflicting lock right now?
         let mut stale = 0usize;
+        let mut stale_holds: Vec<Hold> = Vec::new();
         {
             let s = &mut self.locks[id];
             let mut i = 0;
@@ -1091,25 +1092,33 @@ impl<'o> Core<'o> {
                         self.stale_recent.remove(0);
                     }
                     self.stale_recent.push((h.owner, id, ts));
-                    s.holds.swap_remove(i);
-                    if let Some(obs) = obs_of(&mut self.obs) {
-                        obs.on_hold(&HoldRecord {
-                            task: h.task,
-                            lock: s.sum.key,
-                            owner: h.owner,
-                            lock_type: h.ltype,
-                            start_ts: h.since,
-                            end_ts: ts,
-                            released: true,
-                            released_by: None,
-                        });
+                    if !stale_holds.iter().any(|x: &Hold| x.owner == h.owner) {
+                        stale_holds.push(h);
                     }
-                    continue;
                 }
                 i += 1;
             }
         }
         self.stats.inconsistencies += stale as u64;
+        // That release happened just before this grant: apply it here, so a release that left
+        // waiters opens its handoff (decided by this grant) whether its event is late or lost.
+        for h in stale_holds {
+            let ev = match self.tasks.get(&h.task.tid) {
+                Some(t) => Event {
+                    cpu: t.cpu,
+                    tgid: t.tgid,
+                    tid: h.task.tid,
+                    comm: t.comm,
+                    ..*e
+                },
+                None => Event {
+                    tgid: h.task.tgid,
+                    tid: h.task.tid,
+                    ..*e
+                },
+            };
+            self.release(&ev, &[id], h.owner, l.start, l.end, Vec::new());
+        }
         // The task's own lock on this range is replaced (re-lock, upgrade, downgrade).
         self.cut_holds(id, l.owner, l.start, l.end, Some(tid), tid, ts);
         {
@@ -1220,8 +1229,10 @@ impl<'o> Core<'o> {
         if let Some(i) = self.stale_recent.iter().position(|&(o, lid, gts)| {
             o == l.owner && ids.contains(&lid) && ts.saturating_sub(gts) <= RACE_WINDOW_NS
         }) {
-            // The grant that made us drop this hold came first only in the event stream.
-            self.stale_recent.remove(i);
+            // The grant that made us drop this hold came first only in the event stream; the
+            // release was applied at that grant.
+            let (_, lid, _) = self.stale_recent.remove(i);
+            ids.retain(|&x| x != lid);
             self.stats.inconsistencies = self.stats.inconsistencies.saturating_sub(1);
             self.stats.raced_releases += 1;
         }
