@@ -64,5 +64,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(args) => crate::report::offline::main(args),
         Command::Compare(args) => crate::compare::main(args),
         Command::CompareSync(args) => crate::workload::compare_sync::main(args),
+        Command::Bench(cmd) => crate::bench::main(cmd),
     }
 }

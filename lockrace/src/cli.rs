@@ -51,7 +51,15 @@ pub enum Command {
     /// Every way of handing the turn over (file locks, eventfd, futex) measured side by side.
     #[command(after_help = COMPARE_SYNC_EXAMPLES)]
     CompareSync(CompareSyncArgs),
+    /// (internal) measurement helpers for `cargo xtask bench`.
+    #[command(subcommand, hide = true, after_help = BENCH_EXAMPLES)]
+    Bench(crate::bench::BenchCommand),
 }
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  sudo lockrace bench storm --procs 2 --threads 2 --duration 2 --rate 250000 --capture count
+  lockrace bench analyzer --events 10000000";
 
 const COMPARE_SYNC_EXAMPLES: &str = "\
 Examples:

@@ -6,6 +6,7 @@
 //! `events`, so offline and live reports are the same code.
 pub mod analysis;
 pub mod app;
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod compare;

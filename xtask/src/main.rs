@@ -2,12 +2,14 @@
 //!
 //! `setup` makes a fresh Debian machine able to build and trace, `run` runs the default
 //! experiment as root, `test` runs every check CI runs, `screenshot` regenerates the README's
-//! tour (terminal report and HTML screenshot). Only the subcommand enum lives here; each
-//! subcommand is a module, and every external program is run through [`cmd`].
+//! tour (terminal report and HTML screenshot), `bench` measures costs into docs/BENCHMARKS.md.
+//! Only the subcommand enum lives here; each subcommand is a module, and every external program
+//! is run through [`cmd`].
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cmd;
 mod run;
 mod screenshot;
@@ -61,6 +63,10 @@ enum Command {
     /// them in one table. Exit 0 when every kernel produced a report, 125 (bisect "skip") when
     /// one could not be tested. Example: `cargo xtask vm --debian 6.1.0-54 --host -- --lock posix`.
     Vm(vm::VmArgs),
+    /// As root: measure the probe effect (lockrace vs bpftrace and perf), capture throughput,
+    /// the analyzer and criterion micro-benchmarks, and write docs/BENCHMARKS.md (about 12
+    /// minutes; `--quick` about 3).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         Command::Test { quick } => test::test(quick),
         Command::Screenshot { args } => screenshot::screenshot(&args).map(|()| ExitCode::SUCCESS),
         Command::Vm(args) => Ok(vm::vm(&args)),
+        Command::Bench(args) => bench::bench(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -111,7 +118,7 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask", "test", "--quick"]).unwrap();
         assert!(matches!(cli.command, Command::Test { quick: true }));
         assert!(Cli::try_parse_from(["xtask", "test", "--slow"]).is_err());
-        assert!(Cli::try_parse_from(["xtask", "bench"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench", "--slow"]).is_err());
     }
 
     #[test]

@@ -84,14 +84,18 @@ fn installed(step: &str, what: &str) {
 // ---- apt packages ----------------------------------------------------------------------------
 
 fn apt_packages() -> Result<()> {
-    const STEP: &str = "apt packages";
-    let names: Vec<&str> = APT_PACKAGES.iter().map(|(name, _)| *name).collect();
+    install_packages("apt packages", APT_PACKAGES)
+}
+
+/// Installs the missing ones among `packages` with apt-get (`cargo xtask bench` adds its own).
+pub fn install_packages(step: &str, packages: &[(&str, &str)]) -> Result<()> {
+    let names: Vec<&str> = packages.iter().map(|(name, _)| *name).collect();
     let missing = missing_packages(&names)?;
     if missing.is_empty() {
-        present(STEP, &format!("present: {}", names.join(" ")));
+        present(step, &format!("present: {}", names.join(" ")));
         return Ok(());
     }
-    installing(STEP, &format!("installing {}", missing.join(" ")));
+    installing(step, &format!("installing {}", missing.join(" ")));
     let why = format!("installing {}", missing.join(" "));
     let mut update = cmd::as_root("apt-get", &[], false, &why)?;
     cmd::run(update.args(["update"]), Io::Inherit)?;
@@ -111,7 +115,7 @@ fn apt_packages() -> Result<()> {
             still.join(" ")
         );
     }
-    installed(STEP, &missing.join(" "));
+    installed(step, &missing.join(" "));
     Ok(())
 }
 

@@ -381,37 +381,84 @@ impl Rng {
 /// POSIX locks, 2 CPUs): handoffs where the releaser barges ~60% of the time, fair handoffs,
 /// spurious wakeups, a newcomer now and then, wake-to-run latencies of 1-50 µs.
 pub fn handoff_stream(target: usize, seed: u64) -> Vec<Event> {
-    let mut rng = Rng::new(seed);
-    let mut s = Script::new();
-    s.events.reserve(target + 64);
-    let a = Actor::new(
-        1001,
-        1001,
-        0,
-        "server",
-        0xffff_8881_0000_1000,
-        Flavor::Posix,
-    );
-    let b = Actor::new(
-        1002,
-        1002,
-        1,
-        "client",
-        0xffff_8881_0000_2000,
-        Flavor::Posix,
-    );
-    let c = Actor::new(
-        1003,
-        1003,
-        1,
-        "newcomer",
-        0xffff_8881_0000_3000,
-        Flavor::Posix,
-    );
-    let (mut holder, mut waiter) = (a, b);
-    s.lock_now(&holder, k::F_WRLCK);
-    s.lock_block(&waiter, k::F_WRLCK, holder.held);
-    while s.events.len() < target {
+    let mut g = HandoffGen::new(seed);
+    g.script.events.reserve(target + 64);
+    while g.script.events.len() < target {
+        g.step();
+    }
+    g.script.events
+}
+
+/// [`handoff_stream`] without keeping the stream: [`HandoffGen::next_chunk`] hands out the next
+/// whole handoffs, so streams of any length take constant memory (the analyzer benchmark feeds
+/// 10M events through it). The concatenated chunks equal `handoff_stream` of the same seed.
+pub struct HandoffGen {
+    rng: Rng,
+    script: Script,
+    holder: Actor,
+    waiter: Actor,
+    newcomer: Actor,
+    /// Whether `script.events` was handed out already (the next chunk starts empty).
+    handed_out: bool,
+}
+
+impl HandoffGen {
+    pub fn new(seed: u64) -> HandoffGen {
+        let mut script = Script::new();
+        let a = Actor::new(
+            1001,
+            1001,
+            0,
+            "server",
+            0xffff_8881_0000_1000,
+            Flavor::Posix,
+        );
+        let b = Actor::new(
+            1002,
+            1002,
+            1,
+            "client",
+            0xffff_8881_0000_2000,
+            Flavor::Posix,
+        );
+        let newcomer = Actor::new(
+            1003,
+            1003,
+            1,
+            "newcomer",
+            0xffff_8881_0000_3000,
+            Flavor::Posix,
+        );
+        script.lock_now(&a, k::F_WRLCK);
+        script.lock_block(&b, k::F_WRLCK, a.held);
+        HandoffGen {
+            rng: Rng::new(seed),
+            script,
+            holder: a,
+            waiter: b,
+            newcomer,
+            handed_out: false,
+        }
+    }
+
+    /// The events of at least `min` events' worth of whole handoffs (the previous chunk is
+    /// discarded; the first chunk starts with the initial grant and block).
+    pub fn next_chunk(&mut self, min: usize) -> &[Event] {
+        if self.handed_out {
+            self.script.events.clear();
+        }
+        self.handed_out = true;
+        self.script.grants.clear();
+        while self.script.events.len() < min {
+            self.step();
+        }
+        &self.script.events
+    }
+
+    /// One handoff (or one barge and retry).
+    fn step(&mut self) {
+        let (rng, s) = (&mut self.rng, &mut self.script);
+        let (holder, waiter, c) = (self.holder, self.waiter, self.newcomer);
         s.wait(rng.below(5_000));
         s.unlock(&holder, &[&waiter]);
         if rng.chance(0.6) {
@@ -429,16 +476,15 @@ pub fn handoff_stream(target: usize, seed: u64) -> Vec<Event> {
             s.run(&waiter);
             s.retry_grant(&waiter, k::F_WRLCK);
             s.lock_block(&holder, k::F_WRLCK, waiter.held);
-            std::mem::swap(&mut holder, &mut waiter);
+            std::mem::swap(&mut self.holder, &mut self.waiter);
         } else {
             s.wait(1_000 + rng.below(50_000));
             s.run(&waiter);
             s.retry_grant(&waiter, k::F_WRLCK);
             s.lock_block(&holder, k::F_WRLCK, waiter.held);
-            std::mem::swap(&mut holder, &mut waiter);
+            std::mem::swap(&mut self.holder, &mut self.waiter);
         }
     }
-    s.events
 }
 
 #[cfg(test)]
@@ -452,5 +498,17 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.len() >= 5_000);
         assert!(a.windows(2).all(|w| w[0].ts_ns < w[1].ts_ns));
+    }
+
+    #[test]
+    fn chunks_concatenate_to_the_whole_stream() {
+        let whole = handoff_stream(20_000, 9);
+        let mut g = HandoffGen::new(9);
+        let mut joined = Vec::new();
+        while joined.len() < whole.len() {
+            joined.extend_from_slice(g.next_chunk(1_000));
+        }
+        assert!(joined.len() >= whole.len());
+        assert_eq!(&joined[..whole.len()], &whole[..]);
     }
 }
