@@ -576,3 +576,37 @@ fn interval_tables_perfetto_and_events_stream_while_tracing() {
         String::from_utf8_lossy(&offline.stderr)
     );
 }
+
+#[test]
+fn without_a_target_the_whole_machine_is_traced_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"").unwrap();
+    let json = dir.path().join("r.json");
+    let tracer = Tracer::start(&["--duration", "1.5", "--json", json.to_str().unwrap()]);
+    // A process lockrace knows nothing about.
+    let st = Command::new("flock")
+        .args([file.to_str().unwrap(), "-c", "sleep 0.2"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, _, stderr) = tracer.finish(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{stderr:?}");
+    let warnings: Vec<&String> = stderr.iter().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr:?}");
+    assert!(
+        warnings[0].contains("every file lock on this machine"),
+        "{warnings:?}"
+    );
+    let doc = read_json(&json);
+    assert_eq!(doc["trace"]["target"], "every process on this machine");
+    assert!(
+        doc["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["path"] == canonical(&file) && l["grants"] == 1),
+        "{}",
+        doc["locks"]
+    );
+}
