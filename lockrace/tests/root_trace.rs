@@ -20,6 +20,8 @@ struct Tracer {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Vec<String>,
+    /// stdout, read by a thread so a long report never fills the pipe.
+    stdout: std::thread::JoinHandle<String>,
 }
 
 impl Tracer {
@@ -33,6 +35,13 @@ impl Tracer {
             .spawn()
             .unwrap();
         let err = child.stderr.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
@@ -46,6 +55,7 @@ impl Tracer {
             child,
             lines: rx,
             stderr: Vec::new(),
+            stdout,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -60,11 +70,11 @@ impl Tracer {
                 }
                 Err(_) => {
                     let _ = t.child.kill();
-                    let out = t.child.wait_with_output().unwrap();
+                    let _ = t.child.wait();
                     panic!(
                         "lockrace trace {args:?} did not attach (eBPF must load as root): {:?} {}",
                         t.stderr,
-                        String::from_utf8_lossy(&out.stdout)
+                        t.stdout.join().unwrap_or_default()
                     );
                 }
             }
@@ -91,11 +101,7 @@ impl Tracer {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            use std::io::Read;
-            out.read_to_string(&mut stdout).unwrap();
-        }
+        let stdout = self.stdout.join().unwrap();
         while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.stderr.push(l);
         }
