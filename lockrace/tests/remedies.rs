@@ -114,7 +114,20 @@ fn a_survivor_gives_up_within_5_s_when_its_peer_is_killed() {
             let server = role("server", &sock, &args);
             wait_for_path(&sock, Duration::from_secs(10));
             let client = role("client", &sock, &args);
-            std::thread::sleep(Duration::from_millis(300));
+            // Both sides are in their loop once each has mapped the memfd.
+            for pid in [server.id(), client.id()] {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                    .is_ok_and(|m| m.contains("memfd:lockrace"))
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "pid {pid} never mapped the memfd"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
             let (mut dead, survivor) = if victim == "client" {
                 (client, server)
             } else {
