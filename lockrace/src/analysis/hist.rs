@@ -1,6 +1,7 @@
 //! Fixed-size log-linear histograms of nanosecond durations.
 //!
-//! Invariants: memory is constant (496 buckets, whatever the number of samples); every bucket
+//! Invariants: memory is constant (496 buckets, whatever the number of samples, allocated at the
+//! first sample: a lock nobody waited for costs no bucket array); every bucket
 //! covers `[lo, hi]` with `hi - lo < lo / 8`, so a percentile read from a bucket midpoint is
 //! within 6.25% of the exact sample value; `max`, `min`, `count` and `sum` are exact. The
 //! power-of-two view ([`LogHist::log2_buckets`]) is what the reports print.
@@ -13,7 +14,8 @@ pub const BUCKETS: usize = SUB + (64 - SUB_BITS as usize) * SUB;
 
 #[derive(Clone)]
 pub struct LogHist {
-    counts: Box<[u64; BUCKETS]>,
+    /// None until the first sample.
+    counts: Option<Box<[u64; BUCKETS]>>,
     count: u64,
     sum: u128,
     min: u64,
@@ -23,7 +25,7 @@ pub struct LogHist {
 impl Default for LogHist {
     fn default() -> Self {
         LogHist {
-            counts: Box::new([0; BUCKETS]),
+            counts: None,
             count: 0,
             sum: 0,
             min: u64::MAX,
@@ -76,7 +78,7 @@ pub struct Log2Bucket {
 impl LogHist {
     #[inline]
     pub fn record(&mut self, v: u64) {
-        self.counts[bucket_of(v)] += 1;
+        self.counts.get_or_insert_with(|| Box::new([0; BUCKETS]))[bucket_of(v)] += 1;
         self.count += 1;
         self.sum += v as u128;
         self.min = self.min.min(v);
@@ -98,8 +100,11 @@ impl LogHist {
 
     /// Add every sample of `other`.
     pub fn merge(&mut self, other: &LogHist) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a += b;
+        if let Some(theirs) = &other.counts {
+            let mine = self.counts.get_or_insert_with(|| Box::new([0; BUCKETS]));
+            for (a, b) in mine.iter_mut().zip(theirs.iter()) {
+                *a += b;
+            }
         }
         self.count += other.count;
         self.sum += other.sum;
@@ -114,8 +119,9 @@ impl LogHist {
             return None;
         }
         let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let counts = self.counts.as_deref()?;
         let mut seen = 0u64;
-        for (i, &c) in self.counts.iter().enumerate() {
+        for (i, &c) in counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
                 let (lo, hi) = bucket_bounds(i);
@@ -129,8 +135,11 @@ impl LogHist {
     /// Power-of-two buckets from the lowest to the highest non-empty one (empty ones between
     /// included, so the shape is visible). Bucket 0 is `[0, 1]`, then `[2^k, 2^(k+1) - 1]`.
     pub fn log2_buckets(&self) -> Vec<Log2Bucket> {
+        let Some(counts) = self.counts.as_deref() else {
+            return Vec::new();
+        };
         let mut by_pow = [0u64; 64];
-        for (i, &c) in self.counts.iter().enumerate() {
+        for (i, &c) in counts.iter().enumerate() {
             if c == 0 {
                 continue;
             }
@@ -168,6 +177,23 @@ impl LogHist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_histogram_allocates_nothing_and_merges_both_ways() {
+        let empty = LogHist::default();
+        assert!(empty.counts.is_none());
+        assert_eq!(empty.quantile(0.5), None);
+        assert!(empty.log2_buckets().is_empty());
+        let mut full = LogHist::default();
+        full.record(1_000);
+        let mut a = LogHist::default();
+        a.merge(&empty);
+        assert!(a.counts.is_none(), "merging nothing allocates nothing");
+        a.merge(&full);
+        assert_eq!((a.count(), a.max()), (1, Some(1_000)));
+        full.merge(&empty);
+        assert_eq!(full.quantile(1.0), Some(1_000));
+    }
 
     #[test]
     fn buckets_cover_every_value_once_and_in_order() {
