@@ -206,7 +206,11 @@ impl FileMeta {
             events::Meta::LockraceHeader(h) => self.header = Some(h),
             events::Meta::LockraceTrailer(t) => self.trailer = Some(t),
             events::Meta::LockraceAcquisitions(c) => {
-                let pos = match self.roles.iter().position(|r| r.0 == c.role && r.1 == c.tgid) {
+                let pos = match self
+                    .roles
+                    .iter()
+                    .position(|r| r.0 == c.role && r.1 == c.tgid)
+                {
                     Some(p) => p,
                     None => {
                         self.roles.push((c.role.clone(), c.tgid, Vec::new()));
@@ -215,7 +219,10 @@ impl FileMeta {
                 };
                 let acqs = &mut self.roles[pos].2;
                 acqs.extend(c.ts_ns.iter().zip(c.whoops.chars()).map(|(&ts_ns, w)| {
-                    crate::analysis::Acquisition { ts_ns, whoops: w == 'w' }
+                    crate::analysis::Acquisition {
+                        ts_ns,
+                        whoops: w == 'w',
+                    }
                 }));
             }
         }
@@ -225,7 +232,9 @@ impl FileMeta {
     pub fn analysis_input(&self) -> AnalysisInput {
         let mut input = AnalysisInput::default();
         if let Some((dev, ino)) = self.trailer.as_ref().and_then(|t| t.memfd) {
-            input.paths.push(((dev, ino), "memfd:lockrace (the handoff)".to_string()));
+            input
+                .paths
+                .push(((dev, ino), "memfd:lockrace (the handoff)".to_string()));
             if !self.roles.is_empty() {
                 input.whoops = Some(crate::analysis::WhoopsInput {
                     dev,
@@ -274,10 +283,10 @@ pub fn analyze_file(path: &Path, perfetto: Option<&Path>) -> anyhow::Result<Docu
         w.finish()
             .with_context(|| format!("cannot write the trace {}", p.display()))?;
     }
-    let release = meta
-        .header
-        .as_ref()
-        .map_or_else(|| "unknown (offline report)".to_string(), |h| h.kernel_release.clone());
+    let release = meta.header.as_ref().map_or_else(
+        || "unknown (offline report)".to_string(),
+        |h| h.kernel_release.clone(),
+    );
     let mut doc = Document::new(release);
     let mut reasons = stats.incomplete_reasons(path);
     let dropped = match &meta.trailer {
@@ -286,10 +295,16 @@ pub fn analyze_file(path: &Path, perfetto: Option<&Path>) -> anyhow::Result<Docu
             doc.workload = t.workload.clone();
             reasons.extend(t.incomplete_reasons.iter().cloned());
             if t.dropped > 0 {
-                reasons.push(format!("{} events dropped (ring buffer full) while recording", t.dropped));
+                reasons.push(format!(
+                    "{} events dropped (ring buffer full) while recording",
+                    t.dropped
+                ));
             }
             if t.decode_errors > 0 {
-                reasons.push(format!("{} records did not decode while recording", t.decode_errors));
+                reasons.push(format!(
+                    "{} records did not decode while recording",
+                    t.decode_errors
+                ));
             }
             t.dropped
         }

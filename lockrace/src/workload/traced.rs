@@ -127,7 +127,8 @@ fn write_run_meta(
     workload.probe_effect = effect;
     trailer.workload = Some(workload);
     metas.push(events::Meta::LockraceTrailer(trailer));
-    sink.write_meta(&metas).context("cannot write the events file's trailer")
+    sink.write_meta(&metas)
+        .context("cannot write the events file's trailer")
 }
 
 pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
@@ -160,12 +161,22 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     let (mut sink, stats, offsets) = capture.stop_with_offsets()?;
     eprintln!("done");
     let outcome = outcome?;
-    let effect = match (baseline.as_ref().and_then(whoops_per_handoff), whoops_per_handoff(&outcome)) {
+    let effect = match (
+        baseline.as_ref().and_then(whoops_per_handoff),
+        whoops_per_handoff(&outcome),
+    ) {
         (Some(u), Some(t)) => Some(probe_effect(u, t)),
         _ => None,
     };
     if args.events.is_some() {
-        write_run_meta(&mut sink, &stats, offsets.lock_field_names, cfg, &outcome, effect)?;
+        write_run_meta(
+            &mut sink,
+            &stats,
+            offsets.lock_field_names,
+            cfg,
+            &outcome,
+            effect,
+        )?;
     }
     let events = sink.events.take().unwrap_or_default();
 
