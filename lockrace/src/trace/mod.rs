@@ -460,6 +460,41 @@ mod tests {
     }
 
     #[test]
+    fn requests_cut_by_the_end_of_the_trace_are_not_lost_data() {
+        use crate::analysis::synth::{Actor, Flavor, Script};
+        use lockrace_common::k;
+        let mut s = Script::new();
+        let a = Actor::new(1, 1, 0, "a", 0xa0, Flavor::Posix);
+        let b = Actor::new(2, 2, 1, "b", 0xb0, Flavor::Posix);
+        s.lock_now(&a, k::F_WRLCK);
+        s.lock_block(&b, k::F_WRLCK, a.held); // still waiting at Ctrl-C
+        let cfg = parse(&["lockrace", "trace"]).unwrap();
+        let analysis = || crate::analysis::analyze(&s.events, &AnalysisInput::default());
+        let int = Stop::Signal(nix::sys::signal::Signal::SIGINT);
+        let stats = CaptureStats {
+            events: s.events.len() as u64,
+            ..CaptureStats::default()
+        };
+        let doc = document(&cfg, analysis(), &stats, "x", &int, Duration::from_secs(1));
+        assert!(doc.complete, "{:?}", doc.incomplete_reasons);
+        let t = doc.trace.as_ref().unwrap();
+        assert_eq!(
+            (t.ended_by.as_str(), t.open_requests_at_end),
+            ("interrupted", 1)
+        );
+        assert_eq!(t.command_exit_code, None);
+
+        let lossy = CaptureStats {
+            dropped: 7,
+            ..stats.clone()
+        };
+        let doc = document(&cfg, analysis(), &lossy, "x", &int, Duration::from_secs(1));
+        assert!(!doc.complete);
+        assert!(doc.incomplete_reasons[0].contains("7 events were dropped"));
+        assert!(doc.diagnosis.iter().any(|d| d.code == "events-dropped"));
+    }
+
+    #[test]
     fn commands_are_looked_up_in_path() {
         let path = std::ffi::OsString::from("/nonexistent:/bin:/usr/bin");
         assert!(command_exists("sh", Some(&path)));
