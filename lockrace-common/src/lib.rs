@@ -325,7 +325,26 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_DROPS: &str = "DROPS";
 pub const MAP_TRACED_TGIDS: &str = "TRACED_TGIDS";
 pub const MAP_TRACED_INODES: &str = "TRACED_INODES";
+/// tid -> the fcntl cmd or flock operation of the lock request the task is inside, or
+/// [`IN_REQUEST_IDLE`] between requests: sys_exit writes the sentinel in place instead of
+/// deleting the entry, so a task's next request is a lookup and a store rather than a hash
+/// insert (and its exit a store rather than a delete); sched_process_exit deletes the entry.
 pub const MAP_IN_REQUEST: &str = "IN_REQUEST";
+/// `IN_REQUEST` value of a task that is not inside a request (syscall arguments are at most
+/// 32-bit values for the commands traced, so no cmd equals it).
+pub const IN_REQUEST_IDLE: u64 = u64::MAX;
+
+/// Where the programs' direct loads of a tracepoint record end (bytes from its start): each
+/// program copies bytes 8..END of its record with plain loads (cheaper than one
+/// `bpf_probe_read_kernel` per field) and picks the fields at the loader's offsets from the copy.
+/// The kernel refuses to attach a program that may load past the record's last field, so the
+/// loader checks every record is at least this long. Unchanged since 5.0: filelock_lock ends
+/// with `int ret` at 80, sched_wakeup_template with `int target_cpu` at 32, sched_switch with
+/// `int next_prio` at 60, sched_migrate_task (6.18, `__data_loc` comm) with `int dest_cpu` at 24.
+pub const DIRECT_READ_LOCK: usize = 84;
+pub const DIRECT_READ_WAKING: usize = 36;
+pub const DIRECT_READ_SWITCH: usize = 64;
+pub const DIRECT_READ_MIGRATE: usize = 28;
 
 /// Index into `LOCK_OFFSETS` (one entry per filelock tracepoint).
 pub const LOCK_TP_POSIX: usize = 0;

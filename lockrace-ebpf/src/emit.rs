@@ -1,12 +1,11 @@
 //! Ring-buffer output and drop accounting: the only place records are written.
 //!
-//! Invariant: every record is either submitted whole or counted in `DROPS` (per CPU, read by
-//! user space at the end of a capture).
+//! Invariants: every record is either submitted whole or counted in `DROPS` (per CPU, read by
+//! user space at the end of a capture); records are written in place in the reserved slot,
+//! every field (padding included) by the caller, so nothing of an earlier record shows through.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
@@ -46,28 +45,33 @@ pub fn count_drop() {
     }
 }
 
+/// Fill the common header of a reserved record in place (the comm is written straight into the
+/// ring buffer by the helper: no stack copy).
 #[inline(always)]
-pub fn header(kind: Kind) -> Header {
+pub fn write_header(h: *mut Header, kind: Kind) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    Header {
-        // SAFETY: helpers without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        kind: kind as u32,
-        comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
+    // SAFETY: `h` points into a reserved ring-buffer record of at least size_of::<Header>();
+    // every field is written; the helpers have no preconditions.
+    unsafe {
+        (*h).ts_ns = bpf_ktime_get_ns();
+        (*h).tgid = (pid_tgid >> 32) as u32;
+        (*h).tid = pid_tgid as u32;
+        (*h).cpu = bpf_get_smp_processor_id();
+        (*h).kind = kind as u32;
+        let comm = core::ptr::addr_of_mut!((*h).comm);
+        if generated::bpf_get_current_comm(comm.cast(), 16) != 0 {
+            *comm = [0; 16];
+        }
     }
 }
 
-/// Reserve a record of type `T`, let `fill` write it, submit it; count a drop if full.
+/// Reserve a record of type `T`, let `fill` write every one of its fields through the pointer
+/// (in place: no stack copy), submit it; count a drop if the ring is full.
 #[inline(always)]
-pub fn record<T: 'static>(fill: impl FnOnce(&mut T)) {
+pub fn record<T: 'static>(fill: impl FnOnce(*mut T)) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
-            // SAFETY: `fill` writes every field of T (callers build T whole and assign it).
-            let slot = unsafe { &mut *entry.as_mut_ptr() };
-            fill(slot);
+            fill(entry.as_mut_ptr());
             entry.submit(submit_flags());
         }
         None => count_drop(),

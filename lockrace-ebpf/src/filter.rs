@@ -5,7 +5,7 @@
 //! never shipped for a task that is neither in `IN_REQUEST` nor woken by one, so the
 //! machine-wide stream of context switches never reaches user space.
 use aya_ebpf::{macros::map, maps::HashMap};
-use lockrace_common::{FilterConfig, InodeKey};
+use lockrace_common::{FilterConfig, IN_REQUEST_IDLE, InodeKey};
 
 #[unsafe(no_mangle)]
 static FILTER: FilterConfig = FilterConfig {
@@ -21,8 +21,8 @@ pub static TRACED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 #[map(name = "TRACED_INODES")]
 pub static TRACED_INODES: HashMap<InodeKey, u8> = HashMap::with_max_entries(1024, 0);
 
-/// tid -> the syscall's cmd (fcntl cmd or flock operation), while the task is inside a
-/// fcntl lock command or flock().
+/// tid -> the syscall's cmd (fcntl cmd or flock operation) while the task is inside a fcntl
+/// lock command or flock(), `IN_REQUEST_IDLE` after it (kept for its next request).
 #[map(name = "IN_REQUEST")]
 pub static IN_REQUEST: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 
@@ -63,5 +63,32 @@ pub fn adopt_child(parent_tgid: u32, child: u32) {
 
 #[inline(always)]
 pub fn in_request(tid: u32) -> bool {
-    unsafe { IN_REQUEST.get(&tid) }.is_some()
+    // SAFETY: value read, not kept.
+    unsafe { IN_REQUEST.get(&tid) }.is_some_and(|&cmd| cmd != IN_REQUEST_IDLE)
+}
+
+/// `tid` entered a lock request with `cmd`: a store into its entry when it has one (from its
+/// earlier requests), an insert otherwise.
+#[inline(always)]
+pub fn enter_request(tid: u32, cmd: u64) {
+    match IN_REQUEST.get_ptr_mut(&tid) {
+        // SAFETY: the entry's value; concurrent readers see the old or the new u64.
+        Some(p) => unsafe { core::ptr::write_volatile(p, cmd) },
+        None => {
+            let _ = IN_REQUEST.insert(&tid, &cmd, 0);
+        }
+    }
+}
+
+/// The cmd of the request `tid` is leaving, marking it idle; None when it was not inside one.
+#[inline(always)]
+pub fn leave_request(tid: u32) -> Option<u64> {
+    let p = IN_REQUEST.get_ptr_mut(&tid)?;
+    // SAFETY: the entry's value, read then overwritten by the task itself.
+    let cmd = unsafe { core::ptr::read_volatile(p) };
+    if cmd == IN_REQUEST_IDLE {
+        return None;
+    }
+    unsafe { core::ptr::write_volatile(p, IN_REQUEST_IDLE) };
+    Some(cmd)
 }

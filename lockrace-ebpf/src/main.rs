@@ -13,6 +13,7 @@ mod filelock;
 mod filter;
 mod sched;
 mod syscalls;
+mod tp;
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use lockrace_common::{

@@ -34,9 +34,14 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
     programs::TracePointContext,
 };
-use lockrace_common::{Kind, SchedBody, SchedEvent, SchedOffsets};
+use lockrace_common::{
+    DIRECT_READ_MIGRATE, DIRECT_READ_SWITCH, DIRECT_READ_WAKING, Kind, SchedEvent, SchedOffsets,
+};
 
-use crate::{emit, filter};
+use crate::{
+    emit, filter,
+    tp::{self, Record},
+};
 
 #[unsafe(no_mangle)]
 static SCHED_OFFSETS: SchedOffsets = SchedOffsets {
@@ -59,9 +64,8 @@ static SCHED_OFFSETS: SchedOffsets = SchedOffsets {
 };
 
 #[inline(always)]
-fn offsets() -> SchedOffsets {
-    // SAFETY: read-only global written by the loader before load.
-    unsafe { core::ptr::read_volatile(&SCHED_OFFSETS) }
+fn offsets() -> &'static SchedOffsets {
+    &SCHED_OFFSETS
 }
 
 #[inline(always)]
@@ -79,21 +83,25 @@ fn current_tid() -> u32 {
 #[inline(always)]
 pub fn waking(ctx: &TracePointContext, kind: Kind) -> u32 {
     let o = offsets();
-    let target: i32 = read(ctx, o.wake_pid);
+    let r = Record::<5, DIRECT_READ_WAKING>::copy(ctx);
+    let target: i32 = r.field(ctx, tp::off(&o.wake_pid));
     let target = target as u32;
     if !filter::in_request(current_tid()) && !filter::in_request(target) {
         return 0;
     }
-    let body = SchedBody {
-        target_tid: target,
-        target_cpu: read(ctx, o.wake_target_cpu),
-        orig_cpu: -1,
-        prio: read(ctx, o.wake_prio),
-        prev_state: 0,
-        target_comm: read(ctx, o.wake_comm),
-    };
-    let hdr = emit::header(kind);
-    emit::record::<SchedEvent>(|slot| *slot = SchedEvent { hdr, body });
+    emit::record::<SchedEvent>(|e| {
+        // SAFETY: `e` is the reserved record; every field is written.
+        unsafe {
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind);
+            let b = core::ptr::addr_of_mut!((*e).body);
+            (*b).target_tid = target;
+            (*b).target_cpu = r.field(ctx, tp::off(&o.wake_target_cpu));
+            (*b).orig_cpu = -1;
+            (*b).prio = r.field(ctx, tp::off(&o.wake_prio));
+            (*b).prev_state = 0;
+            (*b).target_comm = r.field(ctx, tp::off(&o.wake_comm));
+        }
+    });
     0
 }
 
@@ -102,22 +110,25 @@ pub fn waking(ctx: &TracePointContext, kind: Kind) -> u32 {
 #[inline(always)]
 pub fn switch(ctx: &TracePointContext) -> u32 {
     let o = offsets();
-    let next: i32 = read(ctx, o.switch_next_pid);
+    let r = Record::<8, DIRECT_READ_SWITCH>::copy(ctx);
+    let next: i32 = r.field(ctx, tp::off(&o.switch_next_pid));
     let next = next as u32;
     if !filter::in_request(current_tid()) && !filter::in_request(next) {
         return 0;
     }
-    let body = SchedBody {
-        target_tid: next,
-        // SAFETY: helper without preconditions.
-        target_cpu: unsafe { bpf_get_smp_processor_id() } as i32,
-        orig_cpu: -1,
-        prio: read(ctx, o.switch_next_prio),
-        prev_state: read(ctx, o.switch_prev_state),
-        target_comm: read(ctx, o.switch_next_comm),
-    };
-    let hdr = emit::header(Kind::SchedSwitch);
-    emit::record::<SchedEvent>(|slot| *slot = SchedEvent { hdr, body });
+    emit::record::<SchedEvent>(|e| {
+        // SAFETY: `e` is the reserved record; every field is written.
+        unsafe {
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), Kind::SchedSwitch);
+            let b = core::ptr::addr_of_mut!((*e).body);
+            (*b).target_tid = next;
+            (*b).target_cpu = bpf_get_smp_processor_id() as i32;
+            (*b).orig_cpu = -1;
+            (*b).prio = r.field(ctx, tp::off(&o.switch_next_prio));
+            (*b).prev_state = r.field(ctx, tp::off(&o.switch_prev_state));
+            (*b).target_comm = r.field(ctx, tp::off(&o.switch_next_comm));
+        }
+    });
     0
 }
 
@@ -125,21 +136,26 @@ pub fn switch(ctx: &TracePointContext) -> u32 {
 #[inline(always)]
 pub fn migrate(ctx: &TracePointContext) -> u32 {
     let o = offsets();
-    let pid: i32 = read(ctx, o.migrate_pid);
+    // 6.18: pid .. dest_cpu at 12..28; 6.1 (inline comm) at 24..40, read by the fallback.
+    let r = Record::<4, DIRECT_READ_MIGRATE>::copy(ctx);
+    let pid: i32 = r.field(ctx, tp::off(&o.migrate_pid));
     let pid = pid as u32;
     if !filter::in_request(pid) {
         return 0;
     }
-    let body = SchedBody {
-        target_tid: pid,
-        target_cpu: read(ctx, o.migrate_dest_cpu),
-        orig_cpu: read(ctx, o.migrate_orig_cpu),
-        prio: read(ctx, o.migrate_prio),
-        prev_state: 0,
-        target_comm: [0; 16],
-    };
-    let hdr = emit::header(Kind::SchedMigrateTask);
-    emit::record::<SchedEvent>(|slot| *slot = SchedEvent { hdr, body });
+    emit::record::<SchedEvent>(|e| {
+        // SAFETY: `e` is the reserved record; every field is written.
+        unsafe {
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), Kind::SchedMigrateTask);
+            let b = core::ptr::addr_of_mut!((*e).body);
+            (*b).target_tid = pid;
+            (*b).target_cpu = r.field(ctx, tp::off(&o.migrate_dest_cpu));
+            (*b).orig_cpu = r.field(ctx, tp::off(&o.migrate_orig_cpu));
+            (*b).prio = r.field(ctx, tp::off(&o.migrate_prio));
+            (*b).prev_state = 0;
+            (*b).target_comm = [0; 16];
+        }
+    });
     0
 }
 
@@ -147,7 +163,7 @@ pub fn migrate(ctx: &TracePointContext) -> u32 {
 #[inline(always)]
 pub fn fork(ctx: &TracePointContext) -> u32 {
     let o = offsets();
-    let child: i32 = read(ctx, o.fork_child_pid);
+    let child: i32 = read(ctx, tp::off(&o.fork_child_pid));
     // The forking task is current: its tgid is the parent process.
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     filter::adopt_child(parent_tgid, child as u32);

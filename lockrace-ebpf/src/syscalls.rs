@@ -17,9 +17,9 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     programs::TracePointContext,
 };
-use lockrace_common::{Kind, SyscallBody, SyscallEvent, k};
+use lockrace_common::{Kind, SyscallEvent, k};
 
-use crate::{emit, filter};
+use crate::{emit, filter, tp};
 
 pub const ARG0: usize = 16;
 pub const ARG1: usize = 24;
@@ -40,60 +40,78 @@ struct UserFlock {
 }
 
 #[inline(always)]
-fn read_u64(ctx: &TracePointContext, off: usize) -> u64 {
-    // SAFETY: fixed syscall record layout, checked by the loader against the format file.
-    unsafe { ctx.read_at::<u64>(off) }.unwrap_or_default()
-}
-
-#[inline(always)]
 pub fn enter(ctx: &TracePointContext, kind: Kind) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !filter::tgid_traced((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let cmd = read_u64(ctx, ARG1);
+    let cmd = tp::word::<ARG1>(ctx);
     let is_fcntl = matches!(kind, Kind::SysEnterFcntl);
     if is_fcntl && !k::is_lock_cmd(cmd) {
         return 0;
     }
-    let mut body = SyscallBody {
-        fd: read_u64(ctx, ARG0),
-        cmd,
-        ..SyscallBody::default()
+    let fd = tp::word::<ARG0>(ctx);
+    let arg = if is_fcntl { tp::word::<ARG2>(ctx) } else { 0 };
+    // SAFETY: a user pointer; the helper fails cleanly if it is not readable.
+    let fl = if is_fcntl {
+        unsafe { bpf_probe_read_user(arg as *const UserFlock) }.ok()
+    } else {
+        None
     };
-    if is_fcntl {
-        body.arg = read_u64(ctx, ARG2);
-        // SAFETY: a user pointer; the helper fails cleanly if it is not readable.
-        if let Ok(fl) = unsafe { bpf_probe_read_user(body.arg as *const UserFlock) } {
-            body.l_type = fl.l_type;
-            body.l_whence = fl.l_whence;
-            body.l_start = fl.l_start;
-            body.l_len = fl.l_len;
-            body.flock_valid = 1;
+    filter::enter_request(pid_tgid as u32, cmd);
+    emit::record::<SyscallEvent>(|e| {
+        // SAFETY: `e` is the reserved record; every field is written.
+        unsafe {
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind);
+            let b = core::ptr::addr_of_mut!((*e).body);
+            (*b).fd = fd;
+            (*b).cmd = cmd;
+            (*b).arg = arg;
+            (*b).ret = 0;
+            match fl {
+                Some(fl) => {
+                    (*b).l_start = fl.l_start;
+                    (*b).l_len = fl.l_len;
+                    (*b).l_type = fl.l_type;
+                    (*b).l_whence = fl.l_whence;
+                    (*b).flock_valid = 1;
+                }
+                None => {
+                    (*b).l_start = 0;
+                    (*b).l_len = 0;
+                    (*b).l_type = 0;
+                    (*b).l_whence = 0;
+                    (*b).flock_valid = 0;
+                }
+            }
+            (*b)._pad = [0; 3];
         }
-    }
-    let tid = pid_tgid as u32;
-    let _ = filter::IN_REQUEST.insert(&tid, &cmd, 0);
-    let hdr = emit::header(kind);
-    emit::record::<SyscallEvent>(|slot| *slot = SyscallEvent { hdr, body });
+    });
     0
 }
 
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext, kind: Kind) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: value copied out before the entry is removed.
-    let cmd = match unsafe { filter::IN_REQUEST.get(&tid) } {
-        Some(cmd) => *cmd,
-        None => return 0,
+    let Some(cmd) = filter::leave_request(bpf_get_current_pid_tgid() as u32) else {
+        return 0;
     };
-    let _ = filter::IN_REQUEST.remove(&tid);
-    let body = SyscallBody {
-        cmd,
-        ret: read_u64(ctx, RET) as i64,
-        ..SyscallBody::default()
-    };
-    let hdr = emit::header(kind);
-    emit::record::<SyscallEvent>(|slot| *slot = SyscallEvent { hdr, body });
+    let ret = tp::word::<RET>(ctx) as i64;
+    emit::record::<SyscallEvent>(|e| {
+        // SAFETY: `e` is the reserved record; every field is written.
+        unsafe {
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind);
+            let b = core::ptr::addr_of_mut!((*e).body);
+            (*b).fd = 0;
+            (*b).cmd = cmd;
+            (*b).arg = 0;
+            (*b).ret = ret;
+            (*b).l_start = 0;
+            (*b).l_len = 0;
+            (*b).l_type = 0;
+            (*b).l_whence = 0;
+            (*b).flock_valid = 0;
+            (*b)._pad = [0; 3];
+        }
+    });
     0
 }

@@ -10,7 +10,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use lockrace_common::{Kind, LOCK_TP_COUNT, LockOffsets, SchedOffsets};
+use lockrace_common::{
+    DIRECT_READ_LOCK, DIRECT_READ_MIGRATE, DIRECT_READ_SWITCH, DIRECT_READ_WAKING, Kind,
+    LOCK_TP_COUNT, LockOffsets, SchedOffsets,
+};
 
 /// One `field:` line of a format file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,6 +305,27 @@ pub fn read_format(root: &Path, category: &str, name: &str) -> Result<Format, Fo
     }
 }
 
+/// The record is at least `needed` bytes long: the programs load its bytes 8..`needed`
+/// directly (`lockrace_common::DIRECT_READ_*`), and the kernel refuses to attach a program that
+/// may load past the last field.
+pub fn check_record_len(f: &Format, needed: usize) -> Result<(), FormatError> {
+    let end = f
+        .fields
+        .iter()
+        .map(|x| x.offset + x.size)
+        .max()
+        .unwrap_or(0);
+    if end < needed {
+        return Err(FormatError::BadSize {
+            event: f.name.clone(),
+            field: "(the whole record)".into(),
+            size: end,
+            expected: needed,
+        });
+    }
+    Ok(())
+}
+
 /// Everything the loader hands the programs, resolved from one kernel's tracefs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Offsets {
@@ -327,15 +351,23 @@ pub fn resolve(root: &Path) -> Result<Offsets, FormatError> {
         let f = read_format(root, "filelock", kind.name())?;
         lock[i] = lock_offsets(&f)?;
         names = lock_field_names(&f);
+        check_record_len(&f, DIRECT_READ_LOCK)?;
     }
+    let waking = read_format(root, "sched", "sched_waking")?;
+    let switch = read_format(root, "sched", "sched_switch")?;
+    let migrate = read_format(root, "sched", "sched_migrate_task")?;
+    check_record_len(&waking, DIRECT_READ_WAKING)?;
+    check_record_len(&switch, DIRECT_READ_SWITCH)?;
+    check_record_len(&migrate, DIRECT_READ_MIGRATE)?;
     let sched = sched_offsets(
-        &read_format(root, "sched", "sched_waking")?,
-        &read_format(root, "sched", "sched_switch")?,
-        &read_format(root, "sched", "sched_migrate_task")?,
+        &waking,
+        &switch,
+        &migrate,
         &read_format(root, "sched", "sched_process_fork")?,
     )?;
     // sched_wakeup shares sched_waking's class (sched_wakeup_template); check rather than assume.
     let wakeup = read_format(root, "sched", "sched_wakeup")?;
+    check_record_len(&wakeup, DIRECT_READ_WAKING)?;
     if wakeup.offset(&["pid"], &[4])? != sched.wake_pid
         || wakeup.offset(&["target_cpu"], &[4])? != sched.wake_target_cpu
     {
@@ -471,5 +503,24 @@ mod tests {
             f.offset(&["type"], &[1]),
             Err(FormatError::BadSize { size: 4, .. })
         ));
+    }
+
+    #[test]
+    fn a_record_shorter_than_the_direct_loads_is_refused() {
+        let text = "name: sched_switch\n\tfield:pid_t next_pid;\toffset:56;\tsize:4;\tsigned:1;\n";
+        let f = parse_format(text).unwrap();
+        let err = check_record_len(&f, DIRECT_READ_SWITCH).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FormatError::BadSize {
+                    size: 60,
+                    expected: 64,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(check_record_len(&f, 60).is_ok());
     }
 }
