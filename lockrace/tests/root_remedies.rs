@@ -247,6 +247,7 @@ fn compare_sync_traces_the_file_lock_rows() {
     assert!(stdout.contains("self-barge/handoff"), "{stdout}");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["traced"], true);
+    assert_eq!(v["trace_iterations"], 500);
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 8);
     for r in &rows[..6] {

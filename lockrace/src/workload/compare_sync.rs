@@ -8,10 +8,15 @@
 //! (both roles' turns count); handoffs/s = turns / the longer role's loop time; latency p50/p99
 //! come from both roles' merged handoff-latency histograms (`latency`). "x" columns are how many
 //! times worse than the best row that holds mutual exclusion (a primitive that lets both roles
-//! in at once is fast for the wrong reason; it still gets a ratio). As root (unless `--no-trace`) the file-lock rows are then
-//! traced once each (`trace_pass`) and show self-barges per handoff: whoops the analysis
+//! in at once is fast for the wrong reason; it still gets a ratio). As root (unless
+//! `--no-trace`) the file-lock rows are then traced once each (`trace_pass`), with at most
+//! [`TRACE_ITERATIONS`] turns per role, and show self-barges per handoff: whoops the analysis
 //! attributes to the releaser taking the lock back, per turn, and the share of the kernel's
 //! decided handoffs that were self-barges.
+//!
+//! The traced pass keeps every event in memory until the run ends (the whoops analysis needs the
+//! roles' acquisition logs, which exist only then), and on a loaded machine a file lock can see
+//! hundreds of whoops per turn, a few kernel events each: hence the cap on its turns.
 //!
 //! Invariants: [`measure`] is the whole measurement as a function (the future `cargo xtask
 //! bench` calls it with its own `exe`), [`render_table`] and [`median`] are pure; progress goes
@@ -70,6 +75,9 @@ pub const PRIMITIVES: [Primitive; 8] = [
     },
 ];
 
+/// The most turns per role of a traced run (see the module docs).
+pub const TRACE_ITERATIONS: u64 = 2000;
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct CompareSyncConfig {
@@ -78,6 +86,8 @@ pub struct CompareSyncConfig {
     pub stall_timeout: Duration,
     /// Trace the file-lock rows in a second pass (needs root).
     pub trace: bool,
+    /// Turns per role of the traced runs (`iterations`, capped at [`TRACE_ITERATIONS`]).
+    pub trace_iterations: u64,
     pub ring_buffer_bytes: u32,
     /// The lockrace binary the roles run (`/proc/self/exe` from the CLI).
     pub exe: PathBuf,
@@ -198,6 +208,9 @@ pub struct CompareSyncReport {
     pub repeat: u64,
     /// True when the file-lock rows were traced.
     pub traced: bool,
+    /// Turns per role of each traced run.
+    #[serde(default)]
+    pub trace_iterations: Option<u64>,
     pub rows: Vec<Row>,
 }
 
@@ -366,8 +379,10 @@ pub fn measure(
             primitive: p.name,
             pass: "traced",
         });
+        let mut run_cfg = cfg.run_config(p);
+        run_cfg.iterations = cfg.trace_iterations.max(1);
         let t = traced_execute(
-            &cfg.run_config(p),
+            &run_cfg,
             &TraceOptions {
                 ring_buffer_bytes: cfg.ring_buffer_bytes,
                 ..Default::default()
@@ -395,6 +410,7 @@ pub fn measure(
         iterations: cfg.iterations,
         repeat: cfg.repeat,
         traced: !traced_rows.is_empty(),
+        trace_iterations: (!traced_rows.is_empty()).then_some(cfg.trace_iterations.max(1)),
         rows,
     })
 }
@@ -503,12 +519,14 @@ pub fn render_table(r: &CompareSyncReport) -> String {
         out.push('\n');
     }
     if r.traced {
-        out.push_str(
-            "  traced: one traced run per file-lock row (tracing moves the race: compare its own \
-             whoops/handoff); self-barge/handoff: whoops the kernel events attribute to the \
-             releaser taking the lock straight back; barged handoffs: share of the kernel's \
-             decided handoffs that were self-barges\n",
-        );
+        out.push_str(&format!(
+            "  traced: one traced run of {} turns per role per file-lock row (tracing moves the \
+             race: compare its own whoops/handoff); self-barge/handoff: whoops the kernel events \
+             attribute to the releaser taking the lock straight back; barged handoffs: share of \
+             the kernel's decided handoffs that were self-barges\n",
+            r.trace_iterations
+                .map_or_else(|| "?".to_string(), |n| n.to_string())
+        ));
     }
     out
 }
@@ -531,6 +549,7 @@ pub fn main(args: CompareSyncArgs) -> anyhow::Result<ExitCode> {
         repeat: args.repeat,
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
         trace: root && !args.no_trace,
+        trace_iterations: args.iterations.min(TRACE_ITERATIONS),
         ring_buffer_bytes: args.ring_buffer_mb << 20,
         exe: PathBuf::from("/proc/self/exe"),
         tmpdir_parent,
@@ -643,6 +662,7 @@ mod tests {
             iterations: 1000,
             repeat: 3,
             traced: false,
+            trace_iterations: None,
             rows,
         };
         let t = render_table(&report);
@@ -677,10 +697,12 @@ mod tests {
             iterations: 50,
             repeat: 1,
             traced: true,
+            trace_iterations: Some(50),
             rows,
         };
         let t = render_table(&report);
         assert!(t.contains("self-barge/handoff") && t.contains("90%"), "{t}");
+        assert!(t.contains("one traced run of 50 turns per role"), "{t}");
         report.traced = false;
         assert!(!render_table(&report).contains("self-barge"));
         assert_eq!(fmt_rate(1234567.4), "1,234,567");
