@@ -5,7 +5,9 @@
 //! - `decode/raw_records`: `events::decode` on the ring buffer's raw records (what the capture's
 //!   reader does for every record);
 //! - `decode/from_json`: `events::from_json` on JSONL lines (`lockrace report FILE`);
-//! - `decode/to_json`: one JSONL line per event (what `--events FILE` writes).
+//! - `decode/to_json`: one JSONL line per event through serde (`events::to_json`);
+//! - `decode/push_json`: the same line without serde or allocation (what `--events FILE` and
+//!   `lockrace record` write).
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -119,6 +121,18 @@ fn decoders(c: &mut Criterion) {
             let mut n = 0usize;
             for e in &events {
                 n += events::to_json(black_box(e)).len();
+            }
+            black_box(n)
+        })
+    });
+    g.bench_function("push_json", |b| {
+        let mut line = Vec::with_capacity(512);
+        b.iter(|| {
+            let mut n = 0usize;
+            for e in &events {
+                line.clear();
+                events::push_json(&mut line, black_box(e));
+                n += line.len();
             }
             black_box(n)
         })

