@@ -649,7 +649,7 @@ pub fn render_summary(cfg: &RunConfig, outcome: &RunOutcome, traced: bool) -> St
             (Some(Scenario::Upgrade), _) => "scenario words at bytes 0..12",
             (_, SyncKind::Fcntl) => super::channel::Channel::for_mode(cfg.lock, cfg.share).name(),
             (_, SyncKind::Eventfd) => "counter in bytes 0..8 (woken through eventfds)",
-            (_, SyncKind::Futex) => "futex word at bytes 48..52",
+            (_, SyncKind::Futex) => "futex words at bytes 48..56",
         };
         out.push_str(&format!(
             "  memfd dev {}:{} ino {}, state in the {state}\n",

@@ -15,7 +15,7 @@
 //! | 24..32 | the client's handoff stamp (CLOCK_MONOTONIC ns, u64)                   |
 //! | 32..40 | the inside counter                                                     |
 //! | 40..48 | the server's handoff stamp                                             |
-//! | 48..52 | the futex turn word (u32)                                              |
+//! | 48..56 | the two futex turn words (u32 each; `sync::futex_word_index`)          |
 //! | 56..64 | the server's and the client's pid (u32 each; eventfd/futex/scenarios)  |
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
@@ -36,7 +36,7 @@ pub const SCENARIO_OFFSET: usize = 0;
 /// Handoff stamps (u64): each role writes its own, just before it hands the turn over.
 pub const CLIENT_STAMP_OFFSET: usize = 24;
 pub const SERVER_STAMP_OFFSET: usize = 40;
-/// The futex turn word (u32): even = the server's turn, odd = the client's.
+/// The first of the two futex turn words (u32 each, at 48 and 52): the handoff numbers.
 pub const FUTEX_OFFSET: usize = 48;
 /// Each role's pid (u32), so the other can tell a dead peer from a slow one.
 pub const SERVER_PID_OFFSET: usize = 56;
@@ -162,12 +162,13 @@ mod tests {
         m.stamp(Role::Client).store(u64::MAX, Ordering::SeqCst);
         m.stamp(Role::Server).store(u64::MAX, Ordering::SeqCst);
         m.u32_at(FUTEX_OFFSET).store(u32::MAX, Ordering::SeqCst);
+        m.u32_at(FUTEX_OFFSET + 4).store(u32::MAX, Ordering::SeqCst);
         m.pid(Role::Server).store(u32::MAX, Ordering::SeqCst);
         m.pid(Role::Client).store(u32::MAX, Ordering::SeqCst);
         let mut buf = [0u8; 64];
         nix::sys::uio::pread(fd.as_fd(), &mut buf, 0).unwrap();
         let set: Vec<usize> = (0..64).filter(|&i| buf[i] == 0xff).collect();
-        let want: Vec<usize> = (24..32).chain(40..52).chain(56..64).collect();
+        let want: Vec<usize> = (24..32).chain(40..64).collect();
         assert_eq!(set, want);
         // Neither the channels (0..20) nor the inside counter were touched.
         assert!(!m.enter());

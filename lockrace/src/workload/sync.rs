@@ -6,10 +6,15 @@
 //!   a blocking `read`), and hands the turn over by writing 1 to the OTHER's. Whose turn it is
 //!   lives in a u64 counter at bytes 0..8 of the memfd mapping (even: server, odd: client), so a
 //!   role that wakes can check that it really is its turn.
-//! - futex: the turn word is the u32 at bytes 48..52 of the mapping (same parity rule). A role
-//!   sleeps with `FUTEX_WAIT` (shared futex: the two roles are different processes) while the
-//!   word holds the other's turn, and hands over with a store and `FUTEX_WAKE`. Spurious
-//!   wakeups and `EAGAIN` (the word changed before the kernel looked) just re-check the word.
+//! - futex: handoff number `h` (1, 2, 3, ...; odd: the client's turn, even: the server's) is
+//!   published as a u32 in one of two turn words, bytes 48..52 and 52..56, chosen by
+//!   [`futex_word_index`]`(h)`. The role that wants `h` sleeps with `FUTEX_WAIT` (a shared
+//!   futex: the two roles are different processes) while that word does not hold `h`; the other
+//!   hands over with a store of `h` and `FUTEX_WAKE`. Two words, because a waker preempted
+//!   between its store and its `FUTEX_WAKE` would otherwise wake the other role late, while that
+//!   role already waits for its NEXT turn on the same word (a stale wakeup); consecutive turns of
+//!   a role alternate words, and a waker cannot get two handoffs ahead. `EAGAIN` (the word changed
+//!   before the kernel looked) and genuinely spurious wakeups just re-check the word.
 //!
 //! Invariants: a whoops here is a role that woke (eventfd readable, FUTEX_WAIT returned 0) and
 //! found it was not its turn: with a correct handoff it is always 0. Overlaps use the same
@@ -238,21 +243,34 @@ fn eventfd_turn(
     }
 }
 
-/// Sleep on the futex word until it says it is this role's turn. Returns (seen, word).
-fn futex_turn(ctx: &mut WaitCtx<'_>, tally: &mut Tally) -> anyhow::Result<(u64, u32)> {
-    let role = ctx.role;
-    let word = ctx.shared.u32_at(FUTEX_OFFSET);
+/// Which of the two futex turn words (0: bytes 48..52, 1: bytes 52..56) carries handoff `h`.
+/// Consecutive handoffs to one role (h, h + 2) use different words.
+pub fn futex_word_index(h: u64) -> usize {
+    ((h / 2) % 2) as usize
+}
+
+fn futex_word(shared: &Inside, h: u64) -> &AtomicU32 {
+    shared.u32_at(FUTEX_OFFSET + 4 * futex_word_index(h))
+}
+
+/// Sleep until handoff `want` is published (0: the server's first turn, nothing to wait for).
+/// Returns when the role saw it.
+fn futex_turn(ctx: &mut WaitCtx<'_>, want: u64, tally: &mut Tally) -> anyhow::Result<u64> {
+    if want == 0 {
+        return Ok(monotonic_ns());
+    }
+    let word = futex_word(ctx.shared, want);
+    let want32 = want as u32;
     loop {
         let v = word.load(Ordering::Acquire);
-        if counter_says_my_turn(role, u64::from(v)) {
-            return Ok((monotonic_ns(), v));
+        if v == want32 {
+            return Ok(monotonic_ns());
         }
         match futex::wait(word, v, SLICE).context("FUTEX_WAIT failed")? {
             futex::Wait::Woken => {
                 let seen = monotonic_ns();
-                let now = word.load(Ordering::Acquire);
-                if counter_says_my_turn(role, u64::from(now)) {
-                    return Ok((seen, now));
+                if word.load(Ordering::Acquire) == want32 {
+                    return Ok(seen);
                 }
                 // Woken, and still not our turn: a spurious wakeup.
                 tally.push(seen, true);
@@ -305,7 +323,7 @@ pub fn sync_loop(
         last_progress_ns: monotonic_ns(),
         waiting_on: match signal {
             Signal::Eventfd { .. } => "its eventfd",
-            Signal::Futex => "the futex turn word",
+            Signal::Futex => "the futex turn words",
         },
     };
     let keep_log = cfg.acquisition_log.is_some();
@@ -336,8 +354,9 @@ pub fn sync_loop(
                 (seen, h.wrapping_add(1))
             }
             Signal::Futex => {
-                let (seen, v) = futex_turn(&mut ctx, &mut tally)?;
-                (seen, u64::from(v.wrapping_add(1)))
+                // The server's turn t is handoff 2t, the client's 2t + 1.
+                let want = 2 * turns + u64::from(role == Role::Client);
+                (futex_turn(&mut ctx, want, &mut tally)?, want + 1)
             }
         };
         if shared.enter() {
@@ -356,7 +375,7 @@ pub fn sync_loop(
                 eventfd::signal(theirs.as_fd()).context("cannot signal the other eventfd")?;
             }
             Signal::Futex => {
-                let word = shared.u32_at(FUTEX_OFFSET);
+                let word = futex_word(&shared, next);
                 word.store(next as u32, Ordering::Release);
                 futex::wake(word, 1).context("FUTEX_WAKE failed")?;
             }
@@ -455,7 +474,7 @@ mod tests {
             peer: Peer::new(Role::Server),
             stall: Duration::from_secs(1),
             last_progress_ns: monotonic_ns(),
-            waiting_on: "the futex turn word",
+            waiting_on: "the futex turn words",
         };
         let t0 = std::time::Instant::now();
         let word = shared.u32_at(FUTEX_OFFSET);
@@ -466,6 +485,53 @@ mod tests {
         // A word that already holds the value needs no wait.
         word.store(1, Ordering::SeqCst);
         assert_eq!(ctx.await_word(word, |v| v == 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn consecutive_turns_of_a_role_use_different_futex_words() {
+        for h in 1..1000u64 {
+            assert_ne!(futex_word_index(h), futex_word_index(h + 2), "{h}");
+        }
+        assert_eq!(
+            (1..=6).map(futex_word_index).collect::<Vec<_>>(),
+            [0, 1, 1, 0, 0, 1]
+        );
+    }
+
+    #[test]
+    fn a_late_wake_for_an_old_turn_is_not_a_whoops() {
+        // The server published handoff 1 but its FUTEX_WAKE comes only after the client took
+        // turn 1, handed over 2, and went to wait for 3: that wake hits the other word.
+        let memfd = handshake::create_memfd().unwrap();
+        let shared = Inside::map(memfd.as_fd()).unwrap();
+        futex_word(&shared, 1).store(1, Ordering::SeqCst);
+        futex_word(&shared, 2).store(2, Ordering::SeqCst);
+        let mut ctx = WaitCtx {
+            role: Role::Client,
+            shared: &shared,
+            peer: Peer::new(Role::Server),
+            stall: Duration::from_secs(20),
+            last_progress_ns: monotonic_ns(),
+            waiting_on: "the futex turn words",
+        };
+        let mut tally = Tally {
+            whoops: 0,
+            keep_log: false,
+            log: vec![],
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Its own mapping, as the other process would have.
+                let theirs = Inside::map(memfd.as_fd()).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+                futex::wake(futex_word(&theirs, 1), 1).unwrap(); // the late wake
+                std::thread::sleep(Duration::from_millis(30));
+                futex_word(&theirs, 3).store(3, Ordering::SeqCst);
+                futex::wake(futex_word(&theirs, 3), 1).unwrap();
+            });
+            futex_turn(&mut ctx, 3, &mut tally).unwrap();
+        });
+        assert_eq!(tally.whoops, 0);
     }
 
     #[test]
