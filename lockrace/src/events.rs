@@ -577,6 +577,10 @@ pub struct FileHeader {
     /// What was recorded: `run ...`, `record -- CMD`, `trace ...`.
     #[serde(default)]
     pub command: String,
+    /// True when `owner`, `fl` and `blocker` are the kernel's addresses (`--raw-pointers`);
+    /// absent (false): they are per-run ids (docs/EVENTS.md, "Kernel addresses").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw_pointers: bool,
 }
 
 impl FileHeader {
@@ -586,6 +590,7 @@ impl FileHeader {
             lockrace_version: env!("CARGO_PKG_VERSION").to_string(),
             kernel_release: crate::report::model::kernel_release(),
             command: command.into(),
+            raw_pointers: false,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod compare;
 pub mod events;
 pub mod progress;
+pub mod redact;
 pub mod report;
 pub mod signals;
 pub mod trace;

@@ -49,7 +49,13 @@ pub fn build(doc: &mut Document, a: &Analysis) {
             comm: t.comm.clone(),
         })
         .collect();
-    doc.locks = a.locks.iter().map(lock_report).collect();
+    // Kernel pointers become `#N` labels unless the document keeps raw pointers.
+    let mut labels = crate::redact::Labels::new(doc.raw_pointers);
+    doc.locks = a
+        .locks
+        .iter()
+        .map(|l| lock_report(l, &mut labels))
+        .collect();
     super::contention::fill(&mut doc.locks, a);
     doc.worst_handoffs = a
         .worst_handoffs
@@ -70,7 +76,7 @@ pub fn build(doc: &mut Document, a: &Analysis) {
         );
         doc.mark_incomplete(why);
     }
-    doc.diagnosis = diagnose(doc, a);
+    doc.diagnosis = diagnose(doc, a, &mut labels);
     doc.verdict = verdict(doc);
 }
 
@@ -99,7 +105,7 @@ pub fn hex(v: u64) -> String {
     format!("{v:#x}")
 }
 
-fn lock_report(l: &LockSummary) -> LockReport {
+fn lock_report(l: &LockSummary, labels: &mut crate::redact::Labels) -> LockReport {
     LockReport {
         name: l.key.label(),
         dev: l.key.dev,
@@ -115,7 +121,7 @@ fn lock_report(l: &LockSummary) -> LockReport {
             .owners
             .iter()
             .map(|o| OwnerReport {
-                owner: hex(o.owner),
+                owner: labels.label(o.owner),
                 tgids: o.tgids.clone(),
             })
             .collect(),
@@ -330,13 +336,14 @@ fn owner_reason(kind: &str) -> &'static str {
     }
 }
 
-fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
+fn diagnose(doc: &Document, a: &Analysis, labels: &mut crate::redact::Labels) -> Vec<Diagnosis> {
     let mut out = Vec::new();
     for (i, (l, s)) in doc.locks.iter().zip(&a.locks).enumerate() {
         // The path when known (`trace` resolves them), else `major:minor/ino`.
         let name = super::contention::display_name(l);
         if l.overlapping_grants > 0 {
             let ev = s.first_overlap;
+            let owner = ev.map(|e| labels.label(e.owner));
             out.push(Diagnosis {
                 code: "no-mutual-exclusion".into(),
                 severity: Severity::Error,
@@ -345,12 +352,12 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
                      the same owner {}: the lock does not exclude them ({})",
                     name,
                     l.overlapping_grants,
-                    ev.map(|e| hex(e.owner)).unwrap_or_default(),
+                    owner.clone().unwrap_or_default(),
                     owner_reason(&l.kind)
                 ),
                 evidence: json!({
                     "lock": i,
-                    "owner": ev.map(|e| hex(e.owner)),
+                    "owner": owner,
                     "owners": l.owners,
                     "overlapping_grants": l.overlapping_grants,
                     "blocks": l.blocks,
@@ -366,6 +373,7 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
         }
         if l.wake_inversions > 0 {
             let ev = s.first_inversion;
+            let blocker = ev.map(|e| labels.label(e.blocker));
             out.push(Diagnosis {
                 code: "wake-order-inversion".into(),
                 severity: Severity::Error,
@@ -380,7 +388,7 @@ fn diagnose(doc: &Document, a: &Analysis) -> Vec<Diagnosis> {
                     "wake_inversions": l.wake_inversions,
                     "first": ev.map(|e| json!({
                         "waker_tid": e.waker.tid,
-                        "blocker": hex(e.blocker),
+                        "blocker": blocker,
                         "first_woken_tid": e.first_woken,
                         "first_woken_block_ts_ns": e.first_woken_block_ts,
                         "first_wake_ts_ns": e.first_wake_ts,

@@ -2,8 +2,9 @@
 //! built from. Schema documented in docs/REPORT-SCHEMA.md; bump [`SCHEMA_VERSION`] on any
 //! incompatible change (adding a field with a default is compatible).
 //!
-//! Invariants: every list is bounded (see the analysis caps); kernel pointers are hex strings
-//! (JSON numbers lose precision above 2^53); durations are integer nanoseconds.
+//! Invariants: every list is bounded (see the analysis caps); kernel pointers are `#N` labels
+//! numbered in the document, or hex strings with `raw_pointers` (JSON numbers lose precision
+//! above 2^53); durations are integer nanoseconds.
 use serde::{Deserialize, Serialize};
 
 use crate::workload::WorkloadReport;
@@ -56,6 +57,10 @@ pub struct Document {
     /// Why the document is incomplete, one line each.
     #[serde(default)]
     pub incomplete_reasons: Vec<String>,
+    /// True when owners and blockers are the kernel's addresses (`--raw-pointers`); absent:
+    /// they are `#N` labels, numbered in this document (no kernel address is written).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw_pointers: bool,
     pub kernel: KernelInfo,
     /// Null for untraced runs.
     pub capture: Option<CaptureInfo>,
@@ -147,7 +152,8 @@ pub struct RangeReport {
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerReport {
-    /// Kernel pointer (`files_struct` for POSIX, `struct file` for OFD/flock), hex.
+    /// The owner (`files_struct` for POSIX, `struct file` for OFD/flock): `#N`, or its kernel
+    /// address in hex with `raw_pointers`.
     pub owner: String,
     pub tgids: Vec<u32>,
 }
@@ -350,6 +356,7 @@ impl Document {
             lockrace_version: env!("CARGO_PKG_VERSION").to_string(),
             complete: true,
             incomplete_reasons: Vec::new(),
+            raw_pointers: false,
             kernel: KernelInfo {
                 release: kernel_release,
                 lock_field_names: String::new(),
