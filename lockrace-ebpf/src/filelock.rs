@@ -20,7 +20,7 @@
 //! The record is copied once into the stack (`tp::Record`) and the fields are picked from the
 //! copy: one helper call per field made this program cost ~300 ns per event.
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::TracePointContext};
-use lockrace_common::{DIRECT_READ_LOCK, Kind, LOCK_TP_COUNT, LockEvent, LockOffsets};
+use lockrace_common::{DIRECT_READ_LOCK, Kind, LOCK_TP_COUNT, LockEvent, LockOffsets, k};
 
 use crate::{
     emit, filter,
@@ -56,8 +56,8 @@ pub fn lock_event(ctx: &TracePointContext, kind: Kind, tp: usize) -> u32 {
     let r = LockRecord::copy(ctx);
     let dev: u32 = r.field(ctx, tp::off(&o.dev));
     let ino: u64 = r.field(ctx, tp::off(&o.ino));
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !filter::lock_traced(tgid, dev, ino) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !filter::lock_traced((pid_tgid >> 32) as u32, dev, ino) {
         return 0;
     }
     emit::record::<LockEvent>(|e| {
@@ -79,5 +79,16 @@ pub fn lock_event(ctx: &TracePointContext, kind: Kind, tp: usize) -> u32 {
             (*b)._pad = [0; 7];
         }
     });
+    if filter::lean() {
+        // No syscall programs: a task is "in a request" (its wakeups and switches shipped)
+        // from the lock event that blocked it to its next lock event.
+        let tid = pid_tgid as u32;
+        let ret: i32 = r.field(ctx, tp::off(&o.ret));
+        if ret == k::FILE_LOCK_DEFERRED {
+            filter::enter_request(tid, 0);
+        } else {
+            let _ = filter::leave_request(tid);
+        }
+    }
     0
 }

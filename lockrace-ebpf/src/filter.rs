@@ -11,6 +11,8 @@ use lockrace_common::{FilterConfig, IN_REQUEST_IDLE, InodeKey};
 static FILTER: FilterConfig = FilterConfig {
     by_tgid: 0,
     by_inode: 0,
+    lean: 0,
+    _pad: 0,
 };
 
 /// tgid -> 1. Filled by user space, extended on fork for traced parents.
@@ -31,6 +33,12 @@ fn config() -> FilterConfig {
     // SAFETY: read-only global set by the loader before load; volatile so the compiler does not
     // fold the default value.
     unsafe { core::ptr::read_volatile(&FILTER) }
+}
+
+/// The lean probe set: the lock programs keep `IN_REQUEST` (see `FilterConfig::lean`).
+#[inline(always)]
+pub fn lean() -> bool {
+    config().lean != 0
 }
 
 #[inline(always)]

@@ -130,6 +130,16 @@ pub enum SyncKind {
     Futex,
 }
 
+/// The probe sets of a traced run (docs/BENCHMARKS.md measures both).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ProbeSet {
+    /// Every probe: each lock request from syscall entry to exit, every wakeup of a waiter.
+    #[default]
+    Full,
+    /// Lock decisions and the wakeups and switches of blocked waiters; no syscall enter/exit.
+    Lean,
+}
+
 /// A shape that checks one of the seed's other claims instead of the turn loop.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scenario {
@@ -185,6 +195,10 @@ pub struct RunArgs {
     /// Ring-buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,
+    /// Which probes a traced run attaches (lean: lock decisions and blocked waiters only, one
+    /// event per uncontended lock call instead of four, so the race moves less).
+    #[arg(long, value_enum, default_value_t = ProbeSet::Full)]
+    pub probes: ProbeSet,
     /// (internal, for tests) create the run's private temp dir under DIR instead of $TMPDIR.
     #[arg(long, value_name = "DIR", hide = true)]
     pub tmpdir_parent: Option<PathBuf>,

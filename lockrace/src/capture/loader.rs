@@ -213,6 +213,27 @@ pub const PROGRAMS: [(&str, &str); 14] = [
     ("syscalls", "sys_exit_flock"),
 ];
 
+/// Which of [`PROGRAMS`] a capture attaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Probes {
+    /// All of them: every lock request from syscall entry to exit.
+    #[default]
+    Full,
+    /// [`lockrace_common::LEAN_PROBES`]: the lock decisions and the blocked waiters' wakeups
+    /// and switches, one event per uncontended lock call instead of four (a smaller probe
+    /// effect); no syscall enter/exit, fcntl_setlk, sched_wakeup or sched_migrate_task events.
+    Lean,
+}
+
+impl Probes {
+    pub fn attaches(self, program: &str) -> bool {
+        match self {
+            Probes::Full => true,
+            Probes::Lean => lockrace_common::LEAN_PROBES.contains(&program),
+        }
+    }
+}
+
 /// Loaded and attached programs. Dropping it detaches everything.
 pub struct Loaded {
     pub ebpf: Ebpf,
@@ -295,10 +316,6 @@ pub fn raise_memlock() -> Memlock {
             "raised RLIMIT_MEMLOCK from {} to unlimited (kernels before 5.11 charge BPF maps to it)",
             fmt_limit(from)
         ),
-        Memlock::Capped { from, to } if to == from => log::debug!(
-            "RLIMIT_MEMLOCK is {} and cannot be raised (the hard limit)",
-            fmt_limit(from)
-        ),
         Memlock::Capped { from, to } => log::info!(
             "RLIMIT_MEMLOCK raised from {} to {} only (the hard limit)",
             fmt_limit(from),
@@ -348,6 +365,11 @@ impl Loaded {
 
     /// [`Loaded::load`] with every size given.
     pub fn load_with(filter: &Filter, limits: &Limits) -> anyhow::Result<Loaded> {
+        Loaded::load_probes(filter, limits, Probes::Full)
+    }
+
+    /// [`Loaded::load_with`], attaching the programs of `probes` only.
+    pub fn load_probes(filter: &Filter, limits: &Limits, probes: Probes) -> anyhow::Result<Loaded> {
         limits.check()?;
         limits.check_filter(filter)?;
         let ring_buffer_bytes = limits.ring_buffer_bytes;
@@ -369,6 +391,8 @@ impl Loaded {
         let filter_cfg = FilterConfig {
             by_tgid: u32::from(!filter.tgids.is_empty() || !filter.inodes.is_empty()),
             by_inode: u32::from(!filter.inodes.is_empty()),
+            lean: u32::from(probes == Probes::Lean),
+            _pad: 0,
         };
         // Wake the reader only when an eighth of the ring is used; it also polls every
         // `capture::POLL_INTERVAL`, so small bursts are read promptly without a wakeup each.
@@ -418,6 +442,9 @@ impl Loaded {
             offsets,
         };
         for (category, name) in PROGRAMS {
+            if !probes.attaches(name) {
+                continue;
+            }
             let prog: &mut TracePoint = loaded
                 .ebpf
                 .program_mut(name)
