@@ -316,6 +316,10 @@ pub fn raise_memlock() -> Memlock {
             "raised RLIMIT_MEMLOCK from {} to unlimited (kernels before 5.11 charge BPF maps to it)",
             fmt_limit(from)
         ),
+        Memlock::Capped { from, to } if to == from => log::debug!(
+            "RLIMIT_MEMLOCK is {} and cannot be raised (the hard limit)",
+            fmt_limit(from)
+        ),
         Memlock::Capped { from, to } => log::info!(
             "RLIMIT_MEMLOCK raised from {} to {} only (the hard limit)",
             fmt_limit(from),

@@ -5,7 +5,8 @@
 //! tgid (the kernel adopts the children on fork), so every lock request of the run is seen; the
 //! capture is stopped (programs detached, ring drained, drops counted) whatever the workload's
 //! outcome; a report is always written when asked for, marked incomplete when anything is
-//! missing (interrupted run, dead child, dropped events).
+//! missing (interrupted run, dead child, dropped events); SIGINT/SIGTERM during the analysis
+//! stop it at the next chunk of events, and the report then says how many were analysed.
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -192,10 +193,10 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     let events = sink.events.take().unwrap_or_default();
 
     let input = analysis_input(&outcome);
-    let analysis = match &args.perfetto {
-        Some(p) => report::perfetto::write(p, &events, &input)?,
-        None => analysis::analyze(&events, &input),
-    };
+    // A signal of an interrupted run came before: its events are analysed whole.
+    let stop_early = outcome.interrupted.is_none();
+    let stop = || stop_early.then(signals::received).flatten();
+    let (analysis, cut) = analyze_interruptibly(&events, &input, args.perfetto.as_deref(), &stop)?;
     let mut doc = document(cfg, &outcome);
     doc.kernel.lock_field_names = lock_field_names.to_string();
     doc.capture = Some(CaptureInfo {
@@ -211,6 +212,9 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     }
     if stats.decode_errors > 0 {
         doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
+    }
+    if let Some((sig, done)) = cut {
+        doc.mark_incomplete(analysis_cut_reason(sig, done, events.len()));
     }
     report::build(&mut doc, &analysis);
     if let Some(w) = doc.workload.as_mut() {
@@ -242,12 +246,100 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         write_document(path, &doc)?;
     }
     report::html::write_if_asked(&args.html, &doc)?;
-    super::run::finish(args, cfg, outcome, Some(doc))
+    let code = super::run::finish(args, cfg, outcome, Some(doc))?;
+    match cut {
+        Some((sig, done)) => {
+            eprintln!("lockrace: {}", analysis_cut_reason(sig, done, events.len()));
+            Ok(ExitCode::from(signals::exit_code(sig)))
+        }
+        None => Ok(code),
+    }
+}
+
+/// Events analysed between two looks at the signal flag.
+const ANALYSIS_CHUNK: usize = 1 << 16;
+
+/// Analyse `events` (writing the Perfetto trace when asked), stopping at the first chunk
+/// boundary where `stop` names a signal: then also the signal and how many events were
+/// analysed. What was analysed is finished into a valid (partial) analysis.
+pub fn analyze_interruptibly(
+    events: &[events::Event],
+    input: &AnalysisInput,
+    perfetto: Option<&std::path::Path>,
+    stop: &dyn Fn() -> Option<nix::sys::signal::Signal>,
+) -> anyhow::Result<(
+    analysis::Analysis,
+    Option<(nix::sys::signal::Signal, usize)>,
+)> {
+    let mut writer = perfetto
+        .map(report::perfetto::PerfettoWriter::create)
+        .transpose()?;
+    let mut cut = None;
+    let analysis = {
+        let mut a = match writer.as_mut() {
+            Some(w) => analysis::Analyzer::with_observer(input, w),
+            None => analysis::Analyzer::new(input),
+        };
+        let mut done = 0;
+        for chunk in events.chunks(ANALYSIS_CHUNK) {
+            if let Some(sig) = stop() {
+                cut = Some((sig, done));
+                break;
+            }
+            a.extend(chunk);
+            done += chunk.len();
+        }
+        a.finish()
+    };
+    if let (Some(w), Some(p)) = (writer, perfetto) {
+        w.finish()
+            .with_context(|| format!("cannot write the trace {}", p.display()))?;
+    }
+    Ok((analysis, cut))
+}
+
+/// "analysis interrupted by SIGINT after 65536 of 200000 events".
+pub fn analysis_cut_reason(sig: nix::sys::signal::Signal, done: usize, total: usize) -> String {
+    format!(
+        "analysis interrupted by {} after {done} of {total} events",
+        sig.as_str()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signal_during_the_analysis_cuts_it_at_a_chunk_boundary() {
+        use crate::analysis::synth;
+        let events = synth::handoff_stream(200_000, 7);
+        assert!(events.len() > 2 * ANALYSIS_CHUNK, "{}", events.len());
+        let input = AnalysisInput::default();
+        let (whole, cut) = analyze_interruptibly(&events, &input, None, &|| None).unwrap();
+        assert_eq!(cut, None);
+        assert_eq!(whole.stats.events, events.len() as u64);
+        let calls = std::cell::Cell::new(0);
+        let after_one = || {
+            calls.set(calls.get() + 1);
+            (calls.get() > 1).then_some(nix::sys::signal::Signal::SIGINT)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("t.json");
+        let (part, cut) = analyze_interruptibly(&events, &input, Some(&trace), &after_one).unwrap();
+        assert_eq!(
+            cut,
+            Some((nix::sys::signal::Signal::SIGINT, ANALYSIS_CHUNK))
+        );
+        assert_eq!(part.stats.events, ANALYSIS_CHUNK as u64);
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+        assert!(t["traceEvents"].is_array());
+        assert_eq!(
+            analysis_cut_reason(nix::sys::signal::Signal::SIGTERM, 65536, 200000),
+            "analysis interrupted by SIGTERM after 65536 of 200000 events"
+        );
+    }
 
     #[test]
     fn probe_effect_ratio() {
