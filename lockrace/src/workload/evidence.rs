@@ -55,6 +55,10 @@ pub struct UpgradeWindow {
     pub stolen_by: Option<u32>,
     /// Exclusive requests of other processes that blocked while the upgrade was in flight.
     pub others_blocked: u64,
+    /// Non-blocking exclusive requests of other processes refused (EAGAIN) while the upgrade
+    /// was in flight: the upgrader still held a conflicting lock.
+    #[serde(default)]
+    pub others_refused: u64,
     pub granted: bool,
 }
 
@@ -96,6 +100,8 @@ pub fn upgrade_windows(events: &[Event], upgrader: u32, dev: u32, ino: u64) -> V
                     w.stolen_by = Some(e.tgid);
                 } else if l.ret == k::FILE_LOCK_DEFERRED {
                     w.others_blocked += 1;
+                } else if l.ret == -libc::EAGAIN {
+                    w.others_refused += 1;
                 }
             }
             continue;
@@ -128,6 +134,7 @@ pub fn upgrade_windows(events: &[Event], upgrader: u32, dev: u32, ino: u64) -> V
                             explicit_unlock: false,
                             stolen_by: None,
                             others_blocked: 0,
+                            others_refused: 0,
                             granted: false,
                         },
                         kind,
@@ -164,6 +171,9 @@ pub struct UpgradeSummary {
     /// Windows in which another process's exclusive request blocked (the upgrader still held
     /// a lock that conflicted with it).
     pub others_blocked: u64,
+    /// Windows in which another process's non-blocking exclusive request was refused (EAGAIN).
+    #[serde(default)]
+    pub others_refused: u64,
     pub granted: u64,
 }
 
@@ -176,6 +186,7 @@ impl UpgradeSummary {
             stolen: n(&|w| w.stolen_by.is_some()),
             explicit_unlocks: n(&|w| w.explicit_unlock),
             others_blocked: n(&|w| w.others_blocked > 0),
+            others_refused: n(&|w| w.others_refused > 0),
             granted: n(&|w| w.granted),
         }
     }
@@ -203,11 +214,12 @@ impl UpgradeSummary {
                     String::new()
                 }
             )
-        } else if self.waited > 0 && self.others_blocked > 0 {
+        } else if self.waited > 0 && (self.others_blocked > 0 || self.others_refused > 0) {
             format!(
-                "converted in place: {} of {} upgrades waited, none lost the lock, and in {} the \
-                 other process's exclusive request blocked behind the lock the upgrader kept",
-                self.waited, self.upgrades, self.others_blocked
+                "converted in place: {} of {} upgrades waited, none lost the lock, and the other \
+                 process's exclusive request was refused in {} and blocked in {} of them, behind \
+                 the lock the upgrader kept",
+                self.waited, self.upgrades, self.others_refused, self.others_blocked
             )
         } else {
             format!(
@@ -563,11 +575,17 @@ mod tests {
         let px = Kind::PosixLockInode;
         let sleep = k::FL_POSIX | k::FL_SLEEP;
         let mut s = S::new();
-        for _ in 0..2 {
+        for round in 0..2 {
             s.fcntl(A, k::F_RDLCK);
             s.fcntl(B, k::F_RDLCK);
             s.sys(A, Kind::SysEnterFcntl, k::F_SETLKW, Some(1));
             s.lock(A, px, k::F_WRLCK, 1, sleep);
+            if round == 1 {
+                // B first tries to upgrade its own read lock without waiting: refused.
+                s.sys(B, Kind::SysEnterFcntl, k::F_SETLK, Some(1));
+                s.lock(B, px, k::F_WRLCK, -libc::EAGAIN, k::FL_POSIX);
+                s.sys(B, Kind::SysExitFcntl, k::F_SETLK, None);
+            }
             s.fcntl(B, k::F_UNLCK);
             // B asks for the write lock: A's read lock is still there, so B blocks.
             s.sys(B, Kind::SysEnterFcntl, k::F_SETLKW, Some(1));
@@ -590,6 +608,7 @@ mod tests {
                 stolen: 0,
                 explicit_unlocks: 0,
                 others_blocked: 2,
+                others_refused: 1,
                 granted: 2
             }
         );

@@ -69,6 +69,26 @@ pub fn lock_shared(kind: LockKind, fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// Try the exclusive lock without waiting (`F_SETLK`, `F_OFD_SETLK`, `LOCK_EX | LOCK_NB`):
+/// `Ok(false)` when another owner's lock conflicts (EAGAIN / EACCES / EWOULDBLOCK). lockf's
+/// `F_TLOCK` is the same request as posix's.
+pub fn try_lock(kind: LockKind, fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let r = match kind {
+        LockKind::Posix => fcntl_lock(fd, libc::F_SETLK, libc::F_WRLCK),
+        LockKind::Ofd => fcntl_lock(fd, libc::F_OFD_SETLK, libc::F_WRLCK),
+        // SAFETY: plain syscalls on a borrowed, open descriptor.
+        LockKind::Flock => {
+            check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
+        }
+        LockKind::Lockf => check(unsafe { libc::lockf(fd.as_raw_fd(), libc::F_TLOCK, 0) }),
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Release the lock taken by [`lock`].
 pub fn unlock(kind: LockKind, fd: BorrowedFd<'_>) -> io::Result<()> {
     match kind {
@@ -119,6 +139,28 @@ mod tests {
                 lock(kind, fd.as_fd()).unwrap();
                 unlock(kind, fd.as_fd()).unwrap();
             }
+            assert!(try_lock(kind, fd.as_fd()).unwrap());
+            unlock(kind, fd.as_fd()).unwrap();
+        }
+    }
+
+    #[test]
+    fn try_lock_reports_a_conflict_as_false() {
+        let fd = nix::sys::memfd::memfd_create(
+            c"lockrace-test",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )
+        .unwrap();
+        nix::unistd::ftruncate(&fd, 64).unwrap();
+        // Two open file descriptions: OFD and flock locks of one conflict with the other's.
+        let a = crate::workload::handshake::reopen(fd.as_fd()).unwrap();
+        let b = crate::workload::handshake::reopen(fd.as_fd()).unwrap();
+        for kind in [LockKind::Ofd, LockKind::Flock] {
+            lock(kind, a.as_fd()).unwrap();
+            assert!(!try_lock(kind, b.as_fd()).unwrap(), "{kind:?}");
+            unlock(kind, a.as_fd()).unwrap();
+            assert!(try_lock(kind, b.as_fd()).unwrap(), "{kind:?}");
+            unlock(kind, b.as_fd()).unwrap();
         }
     }
 }

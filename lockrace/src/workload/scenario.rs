@@ -4,12 +4,14 @@
 //! - `upgrade` (`--lock flock|posix|ofd`, `--iterations` rounds): per round both roles take the
 //!   SHARED lock; the server then upgrades to exclusive and, since the client still holds its
 //!   shared lock, has to wait; once the server is seen asleep in that call (`/proc/PID/stat`
-//!   state `S`), the client releases its shared lock and at once asks for the exclusive lock.
-//!   If the upgrade dropped the server's shared lock before waiting (flock), nothing stops the
-//!   client: it is granted first and the upgrade was "stolen". If the upgrade kept the read lock
-//!   while waiting (fcntl converts in place), the client blocks behind it. Both roles record
-//!   what they saw (`RoleReport::upgrade`); traced, `evidence::upgrade_windows` shows it in the
-//!   kernel events. The roles coordinate through futex words at bytes 0, 4 and 8 of the memfd.
+//!   state `S`), the client tries to upgrade its own shared lock WITHOUT waiting. If the
+//!   server's pending upgrade already dropped its shared lock (flock), nothing conflicts: the
+//!   client gets the exclusive lock at once, and the server's upgrade was "stolen". If the
+//!   pending upgrade kept its read lock (fcntl converts in place), the try is refused (EAGAIN);
+//!   the client then releases its shared lock and waits for the exclusive lock behind the
+//!   server. The outcome does not depend on scheduling: every round shows the same thing. Both
+//!   roles record what they saw (`RoleReport::upgrade`); traced, `evidence::upgrade_windows`
+//!   shows it in the kernel events. The roles coordinate through futex words at bytes 0, 4, 8.
 //! - `mixed`: the ordinary turn loop with flock on the server and the `--lock` fcntl flavour on
 //!   the client (private descriptions): overlaps > 0, and traced, `evidence::independence`
 //!   shows grants of both kinds interleaving with no request ever blocked.
@@ -52,6 +54,10 @@ pub struct UpgradeCounts {
     /// returned (server: the client had it already when the upgrade returned; client: the
     /// upgrade had not returned when it got the lock).
     pub stolen: u64,
+    /// Client: rounds in which its non-blocking upgrade was refused (the server's pending
+    /// upgrade still held a conflicting lock).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// Rounds are numbered in u32 futex words (4 phases each).
@@ -139,7 +145,7 @@ pub fn upgrade_loop(
         ts_ns
     };
     let what = lock_name(kind);
-    let (mut overlaps, mut stolen) = (0u64, 0u64);
+    let (mut overlaps, mut stolen, mut refused) = (0u64, 0u64, 0u64);
     let start = monotonic_ns();
     for k in 0..cfg.iterations as u32 {
         let base = k * 4;
@@ -177,10 +183,17 @@ pub fn upgrade_loop(
                 ctx.await_word(phase, |v| v == base + 3)?;
                 let server = shared.pid(Role::Server).load(Ordering::Acquire);
                 await_asleep(&mut ctx, server)?;
-                retry_eintr(|| lock::unlock(kind, fd.as_fd()))
-                    .with_context(|| format!("cannot release the shared {what} lock"))?;
-                retry_eintr(|| lock::lock(kind, fd.as_fd()))
-                    .with_context(|| format!("cannot take the {what} lock"))?;
+                // Upgrade our own shared lock, without waiting, while the server's upgrade waits.
+                let got = lock::try_lock(kind, fd.as_fd())
+                    .with_context(|| format!("cannot try the {what} lock"))?;
+                if !got {
+                    // The server still holds a lock: release ours and queue behind its upgrade.
+                    refused += 1;
+                    retry_eintr(|| lock::unlock(kind, fd.as_fd()))
+                        .with_context(|| format!("cannot release the shared {what} lock"))?;
+                    retry_eintr(|| lock::lock(kind, fd.as_fd()))
+                        .with_context(|| format!("cannot take the {what} lock"))?;
+                }
                 grant(&mut log);
                 if upgraded.load(Ordering::Acquire) != round {
                     stolen += 1;
@@ -218,6 +231,7 @@ pub fn upgrade_loop(
             upgrade: Some(UpgradeCounts {
                 rounds: cfg.iterations,
                 stolen,
+                refused,
             }),
         },
         log,
@@ -297,10 +311,17 @@ pub fn render(cfg: &RunConfig, outcome: &RunOutcome, kernel: Option<&ScenarioKer
                 Some(format!("{} {}", r.role, u.stolen))
             })
             .collect();
+        let refused: u64 = outcome
+            .client
+            .report
+            .as_ref()
+            .and_then(|r| r.upgrade.as_ref())
+            .map_or(0, |u| u.refused);
         out.push_str(&format!(
-            "  upgrades: {} rounds of {what} shared -> exclusive while the other role held a \
-             shared lock and then asked for the exclusive one; stolen (the other role got it \
-             first), as each role saw it: {}\n",
+            "  upgrades: {} rounds of {what} shared -> exclusive by the server while the client \
+             held a shared lock and then tried, without waiting, to upgrade its own; stolen (the \
+             client got the exclusive lock first), as each role saw it: {}; the client's try was \
+             refused in {refused}\n",
             cfg.iterations,
             if seen.is_empty() {
                 "-".to_string()
@@ -315,10 +336,12 @@ pub fn render(cfg: &RunConfig, outcome: &RunOutcome, kernel: Option<&ScenarioKer
     if let Some(u) = &k.upgrade {
         out.push_str(&format!(
             "  kernel: {} upgrades, {} waited, {} stolen, {} with the other's exclusive request \
-             blocked inside, {} explicit unlocks\n  verdict: {what} upgrade {}\n",
+             refused and {} with it blocked inside, {} explicit unlocks\n  verdict: {what} \
+             upgrade {}\n",
             u.upgrades,
             u.waited,
             u.stolen,
+            u.others_refused,
             u.others_blocked,
             u.explicit_unlocks,
             u.verdict()
