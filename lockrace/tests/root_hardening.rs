@@ -672,7 +672,7 @@ fn start_stop_cycles_leak_nothing() {
     );
     let t0 = Instant::now();
     for i in 1..=cycles {
-        let sig = if rng.next() % 2 == 0 {
+        let sig = if rng.next().is_multiple_of(2) {
             Signal::SIGINT
         } else {
             Signal::SIGTERM
