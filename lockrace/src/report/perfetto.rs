@@ -13,7 +13,8 @@
 //! only `X`, `i` and `M` phases, so there is never a `B` without its `E`; every flow id is used
 //! by exactly one chain (one start, at most one step, at most one end); slices on one track nest
 //! or are disjoint (Perfetto drops partially overlapping ones); timestamps are microseconds with
-//! nanosecond decimals, on the capture's CLOCK_MONOTONIC.
+//! nanosecond decimals, on the capture's CLOCK_MONOTONIC; kernel pointers in args (`blocker`,
+//! `owner`) are `#N` labels numbered in the file unless made with `raw_pointers`.
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -34,6 +35,7 @@ pub struct PerfettoWriter<W: Write> {
     first: bool,
     next_flow: u64,
     named_pids: HashSet<u32>,
+    labels: crate::redact::Labels,
     err: Option<io::Error>,
     /// Trace events written.
     pub written: u64,
@@ -71,6 +73,7 @@ impl<W: Write> PerfettoWriter<W> {
             first: true,
             next_flow: 1,
             named_pids: HashSet::new(),
+            labels: crate::redact::Labels::new(false),
             err: None,
             written: 0,
         })
@@ -91,6 +94,12 @@ impl<W: Write> PerfettoWriter<W> {
         if let Err(e) = r {
             self.err = Some(e);
         }
+    }
+
+    /// Write the kernel's addresses in args (`--raw-pointers`) instead of `#N` labels.
+    pub fn raw_pointers(mut self, raw: bool) -> Self {
+        self.labels = crate::redact::Labels::new(raw);
+        self
     }
 
     fn flow_id(&mut self) -> u64 {
@@ -173,6 +182,7 @@ impl<W: Write> Observer for PerfettoWriter<W> {
             .or(r.exit_ts)
             .unwrap_or(last_known)
             .max(first.ts_ns);
+        let blocker = self.labels.label(first.blocker);
         let outcome = match r.outcome {
             RequestOutcome::Granted => "granted".to_string(),
             RequestOutcome::Unlocked => "unlocked".to_string(),
@@ -191,7 +201,7 @@ impl<W: Write> Observer for PerfettoWriter<W> {
                 "blocks": r.blocks.len(),
                 "wakes": r.wakes.len(),
                 "outcome": outcome,
-                "blocker": format!("{:#x}", first.blocker),
+                "blocker": blocker,
                 "waits_under_tid": first.parent,
             }),
             None,
@@ -241,6 +251,7 @@ impl<W: Write> Observer for PerfettoWriter<W> {
     }
 
     fn on_hold(&mut self, h: &HoldRecord) {
+        let owner = self.labels.label(h.owner);
         self.slice(
             h.task.tgid,
             h.task.tid,
@@ -249,7 +260,7 @@ impl<W: Write> Observer for PerfettoWriter<W> {
             h.end_ts.saturating_sub(h.start_ts),
             json!({
                 "type": type_name(Some(h.lock_type)),
-                "owner": format!("{:#x}", h.owner),
+                "owner": owner,
                 "released": h.released,
                 "released_by": h.released_by,
             }),
