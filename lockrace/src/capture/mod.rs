@@ -57,6 +57,8 @@ pub struct Collector {
     pub written: u64,
     /// Replaces kernel pointers in the file (None: `--raw-pointers`).
     redactor: Option<crate::redact::Redactor>,
+    /// The JSONL line being written (reused: no allocation per event).
+    line: Vec<u8>,
 }
 
 impl Collector {
@@ -91,6 +93,7 @@ impl Collector {
             jsonl,
             written: 0,
             redactor: (!raw_pointers).then(crate::redact::Redactor::new),
+            line: Vec::with_capacity(512),
         })
     }
 
@@ -134,8 +137,10 @@ impl Sink for Collector {
                 Some(r) => r.event(e),
                 None => *e,
             };
-            serde_json::to_writer(&mut *w, &events::JsonEvent::from(&out))?;
-            w.write_all(b"\n")?;
+            self.line.clear();
+            events::push_json(&mut self.line, &out);
+            self.line.push(b'\n');
+            w.write_all(&self.line)?;
             self.written += 1;
         }
         Ok(())
