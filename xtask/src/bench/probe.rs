@@ -29,15 +29,18 @@ pub enum Config {
     Untraced,
     /// `lockrace run` (full capture: every event of every probe to user space, analysed).
     Lockrace,
+    /// `lockrace run --probes lean` (lock decisions and blocked waiters only).
+    LockraceLean,
     BpftraceCount,
     BpftracePrint,
     PerfRecord,
 }
 
 impl Config {
-    pub const ALL: [Config; 5] = [
+    pub const ALL: [Config; 6] = [
         Config::Untraced,
         Config::Lockrace,
+        Config::LockraceLean,
         Config::BpftraceCount,
         Config::BpftracePrint,
         Config::PerfRecord,
@@ -47,6 +50,7 @@ impl Config {
         match self {
             Config::Untraced => "untraced",
             Config::Lockrace => "lockrace, full capture",
+            Config::LockraceLean => "lockrace --probes lean",
             Config::BpftraceCount => "bpftrace, count() per probe",
             Config::BpftracePrint => "bpftrace, printf every event",
             Config::PerfRecord => "perf record -a",
@@ -170,13 +174,19 @@ pub fn perf_samples(stderr: &str) -> (Option<u64>, Option<u64>) {
     (samples, lost)
 }
 
-fn workload(opts: &Options, traced: bool, report: &Path) -> Command {
+fn workload(opts: &Options, config: Config, report: &Path) -> Command {
     let mut c = Command::new(&opts.lockrace);
     c.arg("run");
-    if traced {
-        c.arg("--no-baseline");
-    } else {
-        c.arg("--no-trace");
+    match config {
+        Config::Lockrace => {
+            c.arg("--no-baseline");
+        }
+        Config::LockraceLean => {
+            c.args(["--no-baseline", "--probes", "lean"]);
+        }
+        _ => {
+            c.arg("--no-trace");
+        }
     }
     c.args(["--lock", "posix", "--share", "reopen", "--iterations"])
         .arg(opts.iterations.to_string())
@@ -187,7 +197,7 @@ fn workload(opts: &Options, traced: bool, report: &Path) -> Command {
 
 fn tracer(config: Config, work: &Path) -> Option<(Command, Option<&'static str>, Duration)> {
     match config {
-        Config::Untraced | Config::Lockrace => None,
+        Config::Untraced | Config::Lockrace | Config::LockraceLean => None,
         Config::BpftraceCount => {
             let mut c = Command::new("bpftrace");
             c.args(["-e", BPFTRACE_COUNT]);
@@ -222,12 +232,8 @@ pub fn commands(opts: &Options, config: Config) -> Vec<String> {
         out.push(format!("{} &", rel(cmd::display(&c))));
     }
     let report = opts.work.join("run.json");
-    out.push(rel(cmd::display(&workload(
-        opts,
-        config == Config::Lockrace,
-        &report,
-    ))));
-    if config != Config::Untraced && config != Config::Lockrace {
+    out.push(rel(cmd::display(&workload(opts, config, &report))));
+    if tracer(config, &opts.work).is_some() {
         out.push("kill -INT %1".to_string());
     }
     out
@@ -245,7 +251,7 @@ fn tracer_figures(config: Config, s: &Stopped) -> (Option<u64>, Option<u64>) {
             Some(bpftrace_lost(&s.stderr)),
         ),
         Config::PerfRecord => perf_samples(&s.stderr),
-        Config::Untraced | Config::Lockrace => (None, None),
+        Config::Untraced | Config::Lockrace | Config::LockraceLean => (None, None),
     }
 }
 
@@ -262,7 +268,7 @@ fn one_run(opts: &Options, config: Config) -> Result<Run> {
         )?),
         None => None,
     };
-    let mut w = workload(opts, config == Config::Lockrace, &report);
+    let mut w = workload(opts, config, &report);
     let ran = cmd::exec(&mut w, Io::Capture);
     let stopped = bg.map(Background::stop);
     let other_cpu = contention.other_percent();
@@ -397,6 +403,9 @@ mod tests {
             "perf record -e filelock:posix_lock_inode -e sched:sched_waking -e \
              sched:sched_switch -a"
         ));
-        assert!(commands(&opts, Config::Lockrace)[0].contains("run --no-baseline"));
+        assert!(commands(&opts, Config::Lockrace)[0].contains("run --no-baseline --lock"));
+        assert!(
+            commands(&opts, Config::LockraceLean)[0].contains("run --no-baseline --probes lean")
+        );
     }
 }
