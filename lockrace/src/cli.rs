@@ -195,6 +195,14 @@ pub struct RunArgs {
     /// Ring-buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,
+    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
+    /// many), from 64 to 262144.
+    #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
+    pub max_tasks: u32,
+    /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
+    /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
+    #[arg(long)]
+    pub raw_pointers: bool,
     /// Which probes a traced run attaches (lean: lock decisions and blocked waiters only, one
     /// event per uncontended lock call instead of four, so the race moves less).
     #[arg(long, value_enum, default_value_t = ProbeSet::Full)]
@@ -233,6 +241,14 @@ pub struct RecordArgs {
     /// Ring-buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,
+    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
+    /// many), from 64 to 262144.
+    #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
+    pub max_tasks: u32,
+    /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
+    /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
+    #[arg(long)]
+    pub raw_pointers: bool,
     /// The command to start and trace.
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -266,6 +282,14 @@ pub struct TraceArgs {
     /// Ring-buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,
+    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
+    /// many), from 64 to 262144.
+    #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
+    pub max_tasks: u32,
+    /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
+    /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
+    #[arg(long)]
+    pub raw_pointers: bool,
     /// The command to start and trace (its exit status becomes lockrace's).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -284,6 +308,10 @@ pub struct ReportArgs {
     pub perfetto: Option<PathBuf>,
     #[command(flatten)]
     pub html: HtmlArgs,
+    /// Show the kernel's addresses of lock owners and blockers (when the events file has them)
+    /// instead of `#N` labels.
+    #[arg(long)]
+    pub raw_pointers: bool,
 }
 
 /// `--html FILE` and how much of the report it draws (run, report, trace; compare has its own).

@@ -902,3 +902,98 @@ fn a_low_memlock_limit_is_raised_and_recording_works() {
     );
     nothing_left("memlock", &lr, &[], &[]);
 }
+
+/// Words of `text` that are kernel addresses (0xffff... as a number or in hex).
+fn kernel_addresses(text: &str) -> usize {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter_map(|w| match w.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => w.parse::<u64>().ok(),
+        })
+        .filter(|&v| v >= 0xffff_0000_0000_0000)
+        .count()
+}
+
+#[test]
+fn outputs_carry_no_kernel_address_unless_raw_pointers() {
+    must_load_ebpf();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let lockfile = p("lockfile");
+    std::fs::write(&lockfile, b"").unwrap();
+    // Two flock(1)s on one file, the second waiting for the first: blocked requests, so
+    // blockers, and owners.
+    let script = format!("flock {lockfile} sleep 0.2 & sleep 0.05; flock {lockfile} true; wait");
+    let locker = ["--", "sh", "-c", script.as_str()];
+    let run = |args: Vec<String>| {
+        let mut lr = Lockrace::start(&args, None);
+        let (st, err) = lr.wait(Duration::from_secs(120), &args.join(" "));
+        assert!(st.success(), "{args:?}: {err}");
+    };
+    let read = |f: &str| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{f}: {e}"));
+    for raw in [false, true] {
+        let flag: Vec<String> = if raw {
+            vec!["--raw-pointers".into()]
+        } else {
+            vec![]
+        };
+        let (ev, rep, tr, tj, tp, rj, rp, re) = (
+            p("r.jsonl"),
+            p("report.json"),
+            p("report.trace"),
+            p("trace.json"),
+            p("trace.trace"),
+            p("run.json"),
+            p("run.trace"),
+            p("run.jsonl"),
+        );
+        run([s(&["record", "--events", &ev]), flag.clone(), s(&locker)].concat());
+        run([
+            s(&["report", &ev, "--json", &rep, "--perfetto", &tr]),
+            flag.clone(),
+        ]
+        .concat());
+        run([
+            s(&["trace", "--json", &tj, "--perfetto", &tp]),
+            flag.clone(),
+            s(&locker),
+        ]
+        .concat());
+        run([
+            s(&[
+                "run",
+                "--no-baseline",
+                "--lock",
+                "posix",
+                "--share",
+                "reopen",
+            ]),
+            s(&[
+                "--iterations",
+                "200",
+                "--json",
+                &rj,
+                "--perfetto",
+                &rp,
+                "--events",
+                &re,
+            ]),
+            flag.clone(),
+        ]
+        .concat());
+        let events = read(&ev);
+        assert!(events.contains("flock_lock_inode"), "{events}");
+        assert_eq!(events.lines().next().unwrap().contains("raw_pointers"), raw);
+        for f in [&ev, &rep, &tr, &tj, &tp, &rj, &rp, &re] {
+            let n = kernel_addresses(&read(f));
+            if raw {
+                // Files that name a pointer name the real one.
+                if f != &tr && f != &tp && f != &rep && f != &tj {
+                    assert!(n > 0, "{f}: --raw-pointers kept no address");
+                }
+            } else {
+                assert_eq!(n, 0, "{f}: kernel addresses without --raw-pointers");
+            }
+        }
+    }
+}

@@ -180,6 +180,7 @@ pub fn summary_line(path: &Path, stats: &CaptureStats) -> String {
 
 pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let cfg = RecordConfig::from_args(&args)?;
+    let limits = super::Limits::from_flags(args.ring_buffer_mb, args.max_tasks)?;
     signals::install()?;
     let mut tgids = cfg.pids.clone();
     if !cfg.cmd.is_empty() {
@@ -187,15 +188,12 @@ pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
         // from its first instruction.
         tgids.push(std::process::id());
     }
-    let sink = Collector::new(false, Some(&args.events))?;
-    let capture = Capture::start(
-        &Filter {
-            tgids,
-            inodes: vec![],
-        },
-        cfg.ring_buffer_bytes,
-        sink,
-    )?;
+    let sink = Collector::new_with(false, Some(&args.events), args.raw_pointers)?;
+    let filter = Filter {
+        tgids,
+        inodes: vec![],
+    };
+    let capture = Capture::start_with(&filter, &limits, sink)?;
     let what = if cfg.cmd.is_empty() {
         format!(
             "pid {}",

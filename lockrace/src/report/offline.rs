@@ -266,11 +266,23 @@ pub fn read_meta(path: &Path) -> anyhow::Result<FileMeta> {
 /// Files written by lockrace carry their kernel, drop counts and (for `run`) the roles'
 /// acquisitions, so the offline report equals the live one.
 pub fn analyze_file(path: &Path, perfetto: Option<&Path>) -> anyhow::Result<Document> {
+    analyze_file_with(path, perfetto, false)
+}
+
+/// [`analyze_file`]; `raw_pointers` shows the file's pointers as they are (kernel addresses
+/// when it was recorded with `--raw-pointers`) instead of `#N` labels.
+pub fn analyze_file_with(
+    path: &Path,
+    perfetto: Option<&Path>,
+    raw_pointers: bool,
+) -> anyhow::Result<Document> {
     // Open the events first: a missing file must not leave an empty trace behind.
     let reader = open(path)?;
     let meta = read_meta(path)?;
     let input = meta.analysis_input();
-    let mut writer = perfetto.map(PerfettoWriter::create).transpose()?;
+    let mut writer = perfetto
+        .map(|p| PerfettoWriter::create(p).map(|w| w.raw_pointers(raw_pointers)))
+        .transpose()?;
     let (analysis, stats) = {
         let mut analyzer = match writer.as_mut() {
             Some(w) => Analyzer::with_observer(&input, w),
@@ -288,6 +300,7 @@ pub fn analyze_file(path: &Path, perfetto: Option<&Path>) -> anyhow::Result<Docu
         |h| h.kernel_release.clone(),
     );
     let mut doc = Document::new(release);
+    doc.raw_pointers = raw_pointers;
     let mut reasons = stats.incomplete_reasons(path);
     let dropped = match &meta.trailer {
         Some(t) => {
@@ -330,7 +343,7 @@ pub fn analyze_file(path: &Path, perfetto: Option<&Path>) -> anyhow::Result<Docu
 }
 
 pub fn main(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let doc = analyze_file(&args.events, args.perfetto.as_deref())?;
+    let doc = analyze_file_with(&args.events, args.perfetto.as_deref(), args.raw_pointers)?;
     print!("{}", super::terminal::render(&doc));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&doc)?;

@@ -69,6 +69,8 @@ pub struct TraceConfig {
     pub duration: Option<Duration>,
     pub interval: Option<Duration>,
     pub ring_buffer_bytes: u32,
+    /// `--raw-pointers`: kernel addresses in the report (else `#N` labels).
+    pub raw_pointers: bool,
 }
 
 impl TraceConfig {
@@ -91,6 +93,7 @@ impl TraceConfig {
             duration: record::seconds("--duration", args.duration)?,
             interval: record::seconds("--interval", args.interval)?,
             ring_buffer_bytes: args.ring_buffer_mb << 20,
+            raw_pointers: args.raw_pointers,
         })
     }
 
@@ -234,6 +237,7 @@ pub fn document(
     if stats.decode_errors > 0 {
         doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
     }
+    doc.raw_pointers = cfg.raw_pointers;
     report::build(&mut doc, &analysis);
     doc
 }
@@ -267,6 +271,7 @@ fn start_command(cmd: &[String]) -> Result<std::process::Child, (u8, String)> {
 
 pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let cfg = TraceConfig::from_args(&args)?;
+    let limits = crate::capture::Limits::from_flags(args.ring_buffer_mb, args.max_tasks)?;
     if let Some(name) = cfg.cmd.first()
         && !command_exists(name, std::env::var_os("PATH").as_deref())
     {
@@ -286,11 +291,13 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
 
     // Outputs first: a bad path must fail before anything is attached.
     let perfetto = match &args.perfetto {
-        Some(p) => Some(Arc::new(Mutex::new(PerfettoWriter::create(p)?))),
+        Some(p) => Some(Arc::new(Mutex::new(
+            PerfettoWriter::create(p)?.raw_pointers(args.raw_pointers),
+        ))),
         None => None,
     };
     let jsonl = match &args.events {
-        Some(p) => Some(Collector::new(false, Some(p))?),
+        Some(p) => Some(Collector::new_with(false, Some(p), args.raw_pointers)?),
         None => None,
     };
     let input = AnalysisInput::default();
@@ -310,7 +317,7 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     });
     let sink = TraceSink::new(analyzer, jsonl, names, interval);
 
-    let capture = Capture::start(&cfg.filter(std::process::id()), cfg.ring_buffer_bytes, sink)?;
+    let capture = Capture::start_with(&cfg.filter(std::process::id()), &limits, sink)?;
     let lock_field_names = capture.offsets().lock_field_names;
     if let Some(&gone) = cfg.pids.iter().find(|&&p| !record::process_alive(p)) {
         drop(capture.stop());

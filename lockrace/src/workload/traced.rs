@@ -133,6 +133,8 @@ fn write_run_meta(
 }
 
 pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
+    // Checked before the baseline run, so a bad size costs nothing.
+    let limits = crate::capture::Limits::from_flags(args.ring_buffer_mb, args.max_tasks)?;
     signals::install()?;
     let baseline = if args.no_baseline {
         None
@@ -145,14 +147,10 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         Some(b)
     };
 
-    let sink = Collector::new(true, args.events.as_deref())?;
+    let sink = Collector::new_with(true, args.events.as_deref(), args.raw_pointers)?;
     let filter = Filter {
         tgids: vec![std::process::id()],
         inodes: vec![],
-    };
-    let limits = crate::capture::Limits {
-        ring_buffer_bytes: args.ring_buffer_mb << 20,
-        ..Default::default()
     };
     let probes = match args.probes {
         crate::cli::ProbeSet::Full => crate::capture::Probes::Full,
@@ -196,7 +194,8 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     // A signal of an interrupted run came before: its events are analysed whole.
     let stop_early = outcome.interrupted.is_none();
     let stop = || stop_early.then(signals::received).flatten();
-    let (analysis, cut) = analyze_interruptibly(&events, &input, args.perfetto.as_deref(), &stop)?;
+    let perfetto = args.perfetto.as_deref().map(|p| (p, args.raw_pointers));
+    let (analysis, cut) = analyze_interruptibly(&events, &input, perfetto, &stop)?;
     let mut doc = document(cfg, &outcome);
     doc.kernel.lock_field_names = lock_field_names.to_string();
     doc.capture = Some(CaptureInfo {
@@ -216,6 +215,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     if let Some((sig, done)) = cut {
         doc.mark_incomplete(analysis_cut_reason(sig, done, events.len()));
     }
+    doc.raw_pointers = args.raw_pointers;
     report::build(&mut doc, &analysis);
     if let Some(w) = doc.workload.as_mut() {
         w.probe_effect = effect;
@@ -265,14 +265,14 @@ const ANALYSIS_CHUNK: usize = 1 << 16;
 pub fn analyze_interruptibly(
     events: &[events::Event],
     input: &AnalysisInput,
-    perfetto: Option<&std::path::Path>,
+    perfetto: Option<(&std::path::Path, bool)>,
     stop: &dyn Fn() -> Option<nix::sys::signal::Signal>,
 ) -> anyhow::Result<(
     analysis::Analysis,
     Option<(nix::sys::signal::Signal, usize)>,
 )> {
     let mut writer = perfetto
-        .map(report::perfetto::PerfettoWriter::create)
+        .map(|(p, raw)| report::perfetto::PerfettoWriter::create(p).map(|w| w.raw_pointers(raw)))
         .transpose()?;
     let mut cut = None;
     let analysis = {
@@ -291,7 +291,7 @@ pub fn analyze_interruptibly(
         }
         a.finish()
     };
-    if let (Some(w), Some(p)) = (writer, perfetto) {
+    if let (Some(w), Some((p, _))) = (writer, perfetto) {
         w.finish()
             .with_context(|| format!("cannot write the trace {}", p.display()))?;
     }
@@ -326,7 +326,8 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let trace = dir.path().join("t.json");
-        let (part, cut) = analyze_interruptibly(&events, &input, Some(&trace), &after_one).unwrap();
+        let (part, cut) =
+            analyze_interruptibly(&events, &input, Some((&trace, false)), &after_one).unwrap();
         assert_eq!(
             cut,
             Some((nix::sys::signal::Signal::SIGINT, ANALYSIS_CHUNK))
