@@ -259,10 +259,20 @@ impl Lockrace {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(f) = pre {
-            // SAFETY: the hook makes one syscall.
-            unsafe { cmd.pre_exec(f) };
-        }
+        // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Default dispositions whatever ours are (a shell's background job ignores
+                // SIGINT, and that is inherited): a signal before lockrace's handlers are in
+                // place must end it, not vanish.
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                match pre {
+                    Some(f) => f(),
+                    None => Ok(()),
+                }
+            })
+        };
         let mut child = cmd.spawn().unwrap();
         let err = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
