@@ -64,8 +64,8 @@ enum Command {
     /// one could not be tested. Example: `cargo xtask vm --debian 6.1.0-54 --host -- --lock posix`.
     Vm(vm::VmArgs),
     /// As root: measure the probe effect (lockrace vs bpftrace and perf), capture throughput,
-    /// the analyzer and criterion micro-benchmarks, and write docs/BENCHMARKS.md (about 12
-    /// minutes; `--quick` about 3).
+    /// the analyzer and criterion micro-benchmarks, and write docs/BENCHMARKS.md (about 15
+    /// minutes; `--quick` about 4).
     Bench(bench::BenchArgs),
 }
 

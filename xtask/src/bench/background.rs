@@ -40,6 +40,24 @@ pub struct Stopped {
     pub status: Option<ExitStatus>,
     pub stdout: Output,
     pub stderr: String,
+    /// CPU seconds the tracer had used when it was asked to stop (its consumer's cost).
+    pub cpu_s: Option<f64>,
+}
+
+/// utime + stime of /proc/PID/stat, in clock ticks (fields 14 and 15; the name in parentheses
+/// may hold spaces, so fields are counted after its closing parenthesis).
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14, stime 15.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| stat_cpu_ticks(&stat).map(|t| t as f64 / hz as f64))?
 }
 
 fn drain_stdout(r: impl Read, ready: mpsc::Sender<()>, marker: Option<String>) -> Output {
@@ -129,7 +147,9 @@ impl Background {
     /// SIGINT, up to 20 s to finish (perf writes its file then), SIGKILL; reaped.
     pub fn stop(mut self) -> (String, Stopped) {
         let mut status = None;
+        let mut cpu = None;
         if let Some(mut child) = self.child.take() {
+            cpu = cpu_s(child.id());
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -162,6 +182,7 @@ impl Background {
                 status,
                 stdout,
                 stderr,
+                cpu_s: cpu,
             },
         )
     }
@@ -199,6 +220,14 @@ mod tests {
         assert!(s.status.is_some_and(|st| st.success()), "{s:?}");
         assert_eq!(s.stdout.lines, 3);
         assert_eq!(s.stdout.tail.last().map(String::as_str), Some("@n: 3"));
+        assert!(s.cpu_s.is_some());
+    }
+
+    #[test]
+    fn cpu_ticks_come_after_the_name() {
+        let stat = "4242 (bpf (trace) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 31 0 0 20 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(281));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
     }
 
     #[test]

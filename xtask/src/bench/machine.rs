@@ -153,13 +153,18 @@ fn ticks_per_s() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// CPU seconds of our reaped children (and theirs).
-fn children_cpu_s() -> f64 {
-    // SAFETY: getrusage with a valid out pointer.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+/// CPU seconds of this process (e.g. the thread draining a tracer's output) and of its reaped
+/// children (and theirs).
+fn own_cpu_s() -> f64 {
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    let mut total = 0.0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage with a valid out pointer.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        total += tv(ru.ru_utime) + tv(ru.ru_stime);
+    }
+    total
 }
 
 /// Measures the share of the machine other processes used over a window in which every
@@ -174,7 +179,7 @@ impl Contention {
     pub fn start() -> Contention {
         Contention {
             busy0: parse_busy_ticks(&read("/proc/stat")),
-            ours0: children_cpu_s(),
+            ours0: own_cpu_s(),
             t0: std::time::Instant::now(),
         }
     }
@@ -183,7 +188,7 @@ impl Contention {
     pub fn other_percent(&self) -> Option<f64> {
         let busy1 = parse_busy_ticks(&read("/proc/stat"))?;
         let busy = busy1.checked_sub(self.busy0?)? as f64 / ticks_per_s();
-        let ours = children_cpu_s() - self.ours0;
+        let ours = own_cpu_s() - self.ours0;
         let wall = self.t0.elapsed().as_secs_f64();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         (wall > 0.0).then(|| ((busy - ours).max(0.0) / (wall * cores) * 100.0).min(100.0))

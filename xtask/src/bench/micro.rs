@@ -90,9 +90,9 @@ pub fn criterion_command(quick: bool) -> Command {
     }
     c.arg("--");
     if quick {
-        c.args(["--warm-up-time", "0.5", "--measurement-time", "1"]);
+        c.args(["--warm-up-time", "0.3", "--measurement-time", "1"]);
     } else {
-        c.args(["--warm-up-time", "1", "--measurement-time", "3"]);
+        c.args(["--warm-up-time", "0.5", "--measurement-time", "2"]);
     }
     c
 }

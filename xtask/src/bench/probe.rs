@@ -95,6 +95,8 @@ pub struct Run {
     pub lost: Option<u64>,
     /// Share of the machine other processes used meanwhile, percent.
     pub other_cpu: Option<f64>,
+    /// CPU seconds of the external tracer's own process (bpftrace, perf).
+    pub tracer_cpu_s: Option<f64>,
 }
 
 /// Everything measured for one configuration.
@@ -290,6 +292,7 @@ fn one_run(opts: &Options, config: Config) -> Result<Run> {
         events,
         lost,
         other_cpu,
+        tracer_cpu_s: stopped.as_ref().and_then(|(_, s)| s.cpu_s),
     })
 }
 

@@ -164,9 +164,9 @@ fn probe_section(out: &mut String, r: &Results) {
     let _ = writeln!(out, "```\n");
     let _ = writeln!(
         out,
-        "| configuration | runs | whoops/handoff, median (min–max) | ratio to untraced | handoffs/s, median | ratio to untraced | events recorded, median | lost | other CPU, median |"
+        "| configuration | runs | whoops/handoff, median (min–max) | ratio to untraced | handoffs/s, median | ratio to untraced | events recorded, median | lost | tracer process CPU, median | other CPU, median |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let base = p.series.iter().find(|s| s.config == Config::Untraced);
     for s in &p.series {
         let w = wph(s);
@@ -185,13 +185,14 @@ fn probe_section(out: &mut String, r: &Results) {
             .map(|r| r.lost)
             .try_fold(0u64, |acc, l| l.map(|l| acc + l));
         let other = median(s.runs.iter().filter_map(|r| r.other_cpu));
+        let tracer_cpu = median(s.runs.iter().filter_map(|r| r.tracer_cpu_s));
         let mut runs = s.runs.len().to_string();
         if !s.errors.is_empty() {
             let _ = write!(runs, " ({} failed)", s.errors.len());
         }
         let _ = writeln!(
             out,
-            "| {} | {runs} | {}{range} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {runs} | {}{range} | {} | {} | {} | {} | {} | {} | {} |",
             s.config.label(),
             f2(w),
             if s.config == Config::Untraced {
@@ -211,6 +212,7 @@ fn probe_section(out: &mut String, r: &Results) {
             } else {
                 lost.map_or("–".into(), thousands)
             },
+            tracer_cpu.map_or("–".to_string(), |c| format!("{c:.2} s")),
             other.map_or("–".to_string(), |o| format!("{o:.0}%")),
         );
     }
@@ -235,6 +237,15 @@ fn probe_section(out: &mut String, r: &Results) {
             s.errors[0].replace('`', "'")
         );
     }
+    let _ = writeln!(
+        out,
+        "\nA tracer whose user-space side needs a CPU of its own (bpftrace formatting and printing \
+         every event: see its process CPU) competes with the two roles for the machine's cores: \
+         the woken waiter then waits for a CPU while the releaser keeps re-taking the lock, so \
+         whoops grow instead of shrinking (on 2 cores by an order of magnitude). A tracer that only \
+         adds time to each lock call in the kernel shortens the releaser's window instead: fewer \
+         whoops per handoff."
+    );
     let _ = writeln!(
         out,
         "\nReference figures measured earlier with a native C handoff (posix, 20,000 handoffs, \
@@ -674,6 +685,7 @@ mod tests {
             events: Some(10),
             lost: Some(0),
             other_cpu: Some(3.0),
+            tracer_cpu_s: None,
         }
     }
 
