@@ -302,8 +302,8 @@ pub struct FilterConfig {
     /// added to the traced tgids.
     pub by_inode: u32,
     /// 1: the lean probe set ([`LEAN_PROBES`]): no syscall programs, so the lock programs keep
-    /// `MAP_IN_REQUEST` instead, marking a task from the lock event that blocked it
-    /// (FILE_LOCK_DEFERRED) to its next lock event; 0: the syscall programs keep it.
+    /// `MAP_IN_REQUEST` instead, marking a task from the first lock event that blocked it
+    /// (FILE_LOCK_DEFERRED) until it exits; 0: the syscall programs keep it.
     pub lean: u32,
     pub _pad: u32,
 }

@@ -81,13 +81,11 @@ pub fn lock_event(ctx: &TracePointContext, kind: Kind, tp: usize) -> u32 {
     });
     if filter::lean() {
         // No syscall programs: a task is "in a request" (its wakeups and switches shipped)
-        // from the lock event that blocked it to its next lock event.
-        let tid = pid_tgid as u32;
+        // from the first lock event that blocked it until it exits. Never clearing the mark
+        // keeps the uncontended lock calls (a barging releaser's) free of map operations.
         let ret: i32 = r.field(ctx, tp::off(&o.ret));
         if ret == k::FILE_LOCK_DEFERRED {
-            filter::enter_request(tid, 0);
-        } else {
-            let _ = filter::leave_request(tid);
+            filter::enter_request(pid_tgid as u32, 0);
         }
     }
     0
