@@ -14,7 +14,7 @@
 //! sys_exit_*:      ret offset:16 size:8
 //! ```
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, generated},
     programs::TracePointContext,
 };
 use lockrace_common::{Kind, SyscallEvent, k};
@@ -28,7 +28,7 @@ pub const RET: usize = 16;
 
 /// `struct flock` on 64-bit Linux (include/uapi/asm-generic/fcntl.h).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct UserFlock {
     l_type: i16,
     l_whence: i16,
@@ -52,11 +52,21 @@ pub fn enter(ctx: &TracePointContext, kind: Kind) -> u32 {
     }
     let fd = tp::word::<ARG0>(ctx);
     let arg = if is_fcntl { tp::word::<ARG2>(ctx) } else { 0 };
-    // SAFETY: a user pointer; the helper fails cleanly if it is not readable.
-    let fl = if is_fcntl {
-        unsafe { bpf_probe_read_user(arg as *const UserFlock) }.ok()
-    } else {
-        None
+    // Read into a zeroed struct (the helper zeroes it again on failure) and copy every field
+    // whether or not the read worked: with `Option<UserFlock>` LLVM may load the fields before
+    // testing the discriminant, and 6.1's verifier refuses reading stack it never saw written
+    // ("invalid read from stack"; newer kernels allow it for privileged programs).
+    let mut fl = UserFlock::default();
+    let flock_valid = is_fcntl && {
+        // SAFETY: `fl` is a writable stack buffer of the size given; `arg` is a user pointer and
+        // the helper fails cleanly if it is not readable.
+        unsafe {
+            generated::bpf_probe_read_user(
+                core::ptr::addr_of_mut!(fl).cast(),
+                core::mem::size_of::<UserFlock>() as u32,
+                arg as *const core::ffi::c_void,
+            ) == 0
+        }
     };
     filter::enter_request(pid_tgid as u32, cmd);
     emit::record::<SyscallEvent>(|e| {
@@ -68,22 +78,11 @@ pub fn enter(ctx: &TracePointContext, kind: Kind) -> u32 {
             (*b).cmd = cmd;
             (*b).arg = arg;
             (*b).ret = 0;
-            match fl {
-                Some(fl) => {
-                    (*b).l_start = fl.l_start;
-                    (*b).l_len = fl.l_len;
-                    (*b).l_type = fl.l_type;
-                    (*b).l_whence = fl.l_whence;
-                    (*b).flock_valid = 1;
-                }
-                None => {
-                    (*b).l_start = 0;
-                    (*b).l_len = 0;
-                    (*b).l_type = 0;
-                    (*b).l_whence = 0;
-                    (*b).flock_valid = 0;
-                }
-            }
+            (*b).l_start = fl.l_start;
+            (*b).l_len = fl.l_len;
+            (*b).l_type = fl.l_type;
+            (*b).l_whence = fl.l_whence;
+            (*b).flock_valid = u8::from(flock_valid);
             (*b)._pad = [0; 3];
         }
     });

@@ -23,7 +23,8 @@ use lockrace::workload::handshake::{self, Expect};
 use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
 use workload_support::*;
 
-/// The in-process test counts this process's descriptors: nothing else may open any meanwhile.
+/// The in-process test counts this process's descriptors: nothing else may open any meanwhile,
+/// so every test in this file (they all spawn processes, which opens pipes) holds this lock.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const ALL_SEALS: libc::c_int = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
@@ -241,6 +242,7 @@ fn rejected_descriptors_are_closed_before_the_receiver_moves_on() {
 /// `run` names its children's command lines with `-v`; the socket is in a 0700 temp dir.
 #[test]
 fn run_puts_its_socket_in_a_fresh_private_directory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let parent = tempfile::tempdir().unwrap();
     let mut run = lockrace()
         .args(["-v", "run", "--no-trace", "--iterations", "100000000"])
@@ -300,6 +302,7 @@ fn run_puts_its_socket_in_a_fresh_private_directory() {
 
 #[test]
 fn an_explicit_socket_that_is_a_symlink_or_a_file_is_refused_and_kept() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, b"precious").unwrap();

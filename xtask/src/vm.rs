@@ -380,14 +380,27 @@ fn debian_kernel(label: &str, version: &str, cache: &Path) -> Result<PathBuf> {
 /// Downloads `pkg` into `work`, extracts it, and copies its vmlinuz to `vmlinuz`.
 fn fetch_deb(pkg: &str, release: &str, work: &Path, vmlinuz: &Path) -> Result<()> {
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-    let mut download = Command::new("apt-get");
-    download.args(["download", pkg]).current_dir(work);
-    cmd::run(&mut download, Io::Capture).map_err(|e| {
-        anyhow!(
-            "cannot fetch {pkg}: {e} (hint: `apt-cache policy {pkg}` shows whether apt knows \
+    let download = || {
+        let mut c = Command::new("apt-get");
+        c.args(["download", pkg]).current_dir(work);
+        cmd::run(&mut c, Io::Capture)
+    };
+    // A fresh machine (or a container image) may have no or stale package lists: refresh them
+    // once and try again before giving up.
+    download()
+        .or_else(|_| {
+            println!(
+                "xtask vm: apt-get download {pkg} failed; running apt-get update and retrying"
+            );
+            cmd::run(Command::new("apt-get").args(["update", "-qq"]), Io::Capture)?;
+            download()
+        })
+        .map_err(|e| {
+            anyhow!(
+                "cannot fetch {pkg}: {e} (hint: `apt-cache policy {pkg}` shows whether apt knows \
              it; `apt-get update` refreshes the lists)"
-        )
-    })?;
+            )
+        })?;
     let deb = std::fs::read_dir(work)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
