@@ -44,6 +44,8 @@ fn traced(args: &[&str]) -> (Value, String) {
 
 fn upgrade(lock: &str) -> (Value, String) {
     let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("ev.jsonl");
     let (v, stdout) = traced(&[
         "--scenario",
         "upgrade",
@@ -51,10 +53,32 @@ fn upgrade(lock: &str) -> (Value, String) {
         lock,
         "--iterations",
         "500",
+        "--events",
+        events.to_str().unwrap(),
     ]);
     assert_eq!(v["report"], "lockrace-scenario");
     assert_eq!(v["complete"], true, "{}", v["incomplete_reasons"]);
     assert_eq!(v["kernel"]["capture"]["dropped"], 0);
+    // The scenario's events file ends with the run's trailer, so `lockrace report` reads it as
+    // complete and finds every acquisition the roles logged.
+    let report = dir.path().join("report.json");
+    let out = lockrace()
+        .arg("report")
+        .arg(&events)
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lockrace report of a scenario's events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["complete"], true, "{}", r["incomplete_reasons"]);
+    for role in r["whoops"]["roles"].as_array().expect("whoops roles") {
+        assert_eq!(role["acquisitions"], 1000, "{role}");
+    }
     (v, stdout)
 }
 

@@ -59,11 +59,14 @@ pub fn traced_execute(cfg: &RunConfig, opts: &TraceOptions<'_>) -> anyhow::Resul
     if opts.announce {
         eprint!("Detaching... ");
     }
-    let (sink, stats) = capture.stop()?;
+    let (mut sink, stats) = capture.stop()?;
     if opts.announce {
         eprintln!("done");
     }
     let outcome = outcome?;
+    // The same acquisitions and trailer as a traced `run`, so `lockrace report FILE` reads a
+    // scenario's events file as complete and can explain its whoops offline.
+    super::traced::write_run_meta(&mut sink, &stats, lock_field_names, cfg, &outcome, None)?;
     let events = sink.events.unwrap_or_default();
     let input = analysis_input(&outcome);
     let analysis = match opts.perfetto {

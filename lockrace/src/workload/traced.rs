@@ -109,7 +109,7 @@ pub fn cross_check(doc: &report::model::Document) -> Option<String> {
 
 /// The run's part of a JSONL file: each role's acquisitions, then the trailer (memfd, workload,
 /// capture counts), so that `lockrace report FILE` can explain whoops offline.
-fn write_run_meta(
+pub(super) fn write_run_meta(
     sink: &mut Collector,
     stats: &crate::capture::CaptureStats,
     lock_field_names: &str,
