@@ -1,9 +1,9 @@
 //! `cargo xtask vm` end to end (root phase of `cargo xtask test`: it boots QEMU, which is CPU
 //! heavy, so it runs serially with the other root tests). One full boot of Debian's 6.1.0-54
-//! cloud kernel under TCG runs the traced posix/reopen experiment (about 20-40 s, plus a
-//! one-time download of the kernel package into target/vm/cache/); a second boot panics on
-//! purpose (a few seconds); a kernel path that does not exist boots nothing. Results go to a
-//! temporary directory, never over a user's target/vm/.
+//! cloud kernel under TCG runs the traced posix/reopen experiment (about 10-40 s, plus a
+//! one-time download of the kernel package into target/vm/cache/); a second runs it with
+//! `--probes lean`; a third panics on purpose (a few seconds); a kernel path that does not exist
+//! boots nothing. Results go to a temporary directory, never over a user's target/vm/.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -110,6 +110,54 @@ fn debian_6_1_runs_the_traced_posix_reopen_experiment_under_tcg() {
             "kernel grants != acquisitions for {r}"
         );
         assert!(r["acquisitions"].as_u64().unwrap() >= 500, "{r}");
+    }
+}
+
+/// The lean probe set is a different set of programs (and the lock programs take another
+/// branch): 6.1's verifier is stricter than the host's, so it gets its own boot.
+#[test]
+fn debian_6_1_runs_the_lean_probe_set_under_tcg() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = xtask_vm(
+        out_dir.path(),
+        &[
+            "--debian",
+            "6.1.0-54",
+            "--",
+            "--probes",
+            "lean",
+            "--lock",
+            "posix",
+            "--share",
+            "reopen",
+            "--iterations",
+            "300",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "xtask vm failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.path().join("6.1.0-54/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["kernel"]["release"], "6.1.0-54-cloud-amd64");
+    assert_eq!(doc["capture"]["dropped"], 0, "{}", doc["capture"]);
+    let roles = doc["whoops"]["roles"].as_array().unwrap();
+    assert_eq!(roles.len(), 2);
+    for r in roles {
+        assert_eq!(
+            r["grants"], r["acquisitions"],
+            "lean grants != acquisitions: {r}"
+        );
+        assert_eq!(
+            r["whoops"], r["explained"],
+            "a whoops left unexplained: {r}"
+        );
     }
 }
 
