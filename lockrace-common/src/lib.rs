@@ -341,7 +341,15 @@ pub const GLOBAL_FILTER: &str = "FILTER";
 pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-CPU loss counters, one slot each: [`DROPS_RING_FULL`], [`DROPS_MAP_FULL`].
 pub const MAP_DROPS: &str = "DROPS";
+/// `DROPS` slot: records not written because the ring buffer was full.
+pub const DROPS_RING_FULL: u32 = 0;
+/// `DROPS` slot: tasks not followed because `TRACED_TGIDS` or `IN_REQUEST` was full (a new
+/// child of a traced process, or a task's first lock request): their later events are missing.
+pub const DROPS_MAP_FULL: u32 = 1;
+/// Slots of `DROPS`.
+pub const DROPS_SLOTS: u32 = 2;
 pub const MAP_TRACED_TGIDS: &str = "TRACED_TGIDS";
 pub const MAP_TRACED_INODES: &str = "TRACED_INODES";
 /// tid -> the fcntl cmd or flock operation of the lock request the task is inside, or

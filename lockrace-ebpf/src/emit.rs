@@ -9,15 +9,15 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use lockrace_common::{Header, Kind};
+use lockrace_common::{DROPS_MAP_FULL, DROPS_RING_FULL, DROPS_SLOTS, Header, Kind};
 
 /// Default 16 MiB; the loader may resize it (`--ring-buffer-mb`).
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Records lost because the ring buffer was full, per CPU.
+/// Losses per CPU: records not written (ring buffer full), tasks not followed (a map full).
 #[map(name = "DROPS")]
-pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROPS_SLOTS, 0);
 
 /// Batching threshold (see `GLOBAL_WAKEUP_BYTES`): waking the reader for every record would put
 /// a context switch on the traced workload's CPUs for every lock call (the probe effect).
@@ -38,11 +38,23 @@ fn submit_flags() -> u64 {
 }
 
 #[inline(always)]
-pub fn count_drop() {
-    if let Some(p) = DROPS.get_ptr_mut(0) {
+fn count(slot: u32) {
+    if let Some(p) = DROPS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
         unsafe { *p += 1 };
     }
+}
+
+/// A record was not written: the ring buffer is full.
+#[inline(always)]
+pub fn count_drop() {
+    count(DROPS_RING_FULL);
+}
+
+/// A task will not be followed: an insert into a filter map failed (the map is full).
+#[inline(always)]
+pub fn count_map_full() {
+    count(DROPS_MAP_FULL);
 }
 
 /// Fill the common header of a reserved record in place (the comm is written straight into the

@@ -7,6 +7,8 @@
 use aya_ebpf::{macros::map, maps::HashMap};
 use lockrace_common::{FilterConfig, IN_REQUEST_IDLE, InodeKey};
 
+use crate::emit;
+
 #[unsafe(no_mangle)]
 static FILTER: FilterConfig = FilterConfig {
     by_tgid: 0,
@@ -56,7 +58,7 @@ pub fn lock_traced(tgid: u32, dev: u32, ino: u64) -> bool {
         if unsafe { TRACED_INODES.get(&key) }.is_none() {
             return false;
         }
-        let _ = TRACED_TGIDS.insert(&tgid, &1, 0);
+        follow(tgid);
         return true;
     }
     cfg.by_tgid == 0 || unsafe { TRACED_TGIDS.get(&tgid) }.is_some()
@@ -65,7 +67,25 @@ pub fn lock_traced(tgid: u32, dev: u32, ino: u64) -> bool {
 #[inline(always)]
 pub fn adopt_child(parent_tgid: u32, child: u32) {
     if config().by_tgid != 0 && unsafe { TRACED_TGIDS.get(&parent_tgid) }.is_some() {
-        let _ = TRACED_TGIDS.insert(&child, &1, 0);
+        follow(child);
+    }
+}
+
+/// Add `tgid` to `TRACED_TGIDS` (an update when it is there already); a full map is counted.
+#[inline(always)]
+fn follow(tgid: u32) {
+    if TRACED_TGIDS.insert(&tgid, &1, 0).is_err() {
+        emit::count_map_full();
+    }
+}
+
+/// A thread exited: forget its tid. `sched_process_fork` fires for new threads too, so
+/// `adopt_child` adds their tids; no live process has a thread's tid as its tgid, so the entry
+/// only takes a slot. A group leader's entry stays (its other threads may still run).
+#[inline(always)]
+pub fn forget_thread(tid: u32, tgid: u32) {
+    if tid != tgid && config().by_tgid != 0 {
+        let _ = TRACED_TGIDS.remove(&tid);
     }
 }
 
@@ -83,7 +103,9 @@ pub fn enter_request(tid: u32, cmd: u64) {
         // SAFETY: the entry's value; concurrent readers see the old or the new u64.
         Some(p) => unsafe { core::ptr::write_volatile(p, cmd) },
         None => {
-            let _ = IN_REQUEST.insert(&tid, &cmd, 0);
+            if IN_REQUEST.insert(&tid, &cmd, 0).is_err() {
+                emit::count_map_full();
+            }
         }
     }
 }

@@ -170,9 +170,12 @@ pub fn fork(ctx: &TracePointContext) -> u32 {
     0
 }
 
-/// sched_process_exit: a task killed inside a request never reaches sys_exit; forget it.
+/// sched_process_exit: a task killed inside a request never reaches sys_exit; forget it (and
+/// an exiting thread's `TRACED_TGIDS` slot).
 #[inline(always)]
 pub fn exit() -> u32 {
-    let _ = filter::IN_REQUEST.remove(&current_tid());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = filter::IN_REQUEST.remove(&(pid_tgid as u32));
+    filter::forget_thread(pid_tgid as u32, (pid_tgid >> 32) as u32);
     0
 }

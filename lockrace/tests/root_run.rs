@@ -257,6 +257,64 @@ fn record_follows_the_command_and_the_children_it_forks() {
     assert_eq!(tgids.len(), 2, "the command and its grandchild: {locks:?}");
 }
 
+/// `lockrace record --max-tasks 64 -- CMD`: stderr and the trailer's incomplete reasons.
+fn record_small_maps(dir: &std::path::Path, cmd: &[&str]) -> (String, Vec<String>) {
+    let events = dir.join("t.jsonl");
+    let out = lockrace()
+        .args(["record", "--max-tasks", "64", "--events"])
+        .arg(&events)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let text = std::fs::read_to_string(&events).unwrap();
+    let trailer: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let reasons = trailer["lockrace_trailer"]["incomplete_reasons"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no trailer: {trailer}"))
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    (err, reasons)
+}
+
+/// A task map that fills up is counted and reported, never silent: 100 live children of the
+/// recorded shell do not fit in `--max-tasks 64`.
+#[test]
+fn a_full_task_map_marks_the_recording_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (err, reasons) = record_small_maps(
+        dir.path(),
+        &["sh", "-c", "for i in $(seq 100); do sleep 1 & done; wait"],
+    );
+    assert!(err.contains("NOT FOLLOWED"), "{err}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("could not be followed") && r.contains("--max-tasks")),
+        "{reasons:?}"
+    );
+}
+
+/// Threads give their slots back when they exit: 200 short-lived threads, one after the other,
+/// fit in `--max-tasks 64`.
+#[test]
+fn exited_threads_do_not_fill_the_task_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let (err, reasons) = record_small_maps(
+        dir.path(),
+        &[
+            "python3",
+            "-c",
+            "import threading\nfor _ in range(200):\n    t = threading.Thread(target=lambda: None)\n    t.start()\n    t.join()",
+        ],
+    );
+    assert!(!err.contains("NOT FOLLOWED"), "{err}");
+    assert!(reasons.is_empty(), "{reasons:?}");
+}
+
 #[test]
 fn without_root_tracing_is_refused_in_one_line_and_run_falls_back_untraced() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,8 +16,9 @@ use aya::{
     programs::{ProgramError, TracePoint, trace_point::TracePointLinkId},
 };
 use lockrace_common::{
-    FilterConfig, GLOBAL_FILTER, GLOBAL_LOCK_OFFSETS, GLOBAL_SCHED_OFFSETS, GLOBAL_WAKEUP_BYTES,
-    InodeKey, MAP_DROPS, MAP_EVENTS, MAP_IN_REQUEST, MAP_TRACED_INODES, MAP_TRACED_TGIDS,
+    DROPS_MAP_FULL, DROPS_RING_FULL, FilterConfig, GLOBAL_FILTER, GLOBAL_LOCK_OFFSETS,
+    GLOBAL_SCHED_OFFSETS, GLOBAL_WAKEUP_BYTES, InodeKey, MAP_DROPS, MAP_EVENTS, MAP_IN_REQUEST,
+    MAP_TRACED_INODES, MAP_TRACED_TGIDS,
 };
 
 use super::tracefs::{self, Offsets};
@@ -489,12 +490,21 @@ impl Loaded {
 
     /// Records the kernel could not write, summed over CPUs.
     pub fn drops(&self) -> anyhow::Result<u64> {
+        self.loss(DROPS_RING_FULL)
+    }
+
+    /// Tasks not followed because a filter map was full, summed over CPUs.
+    pub fn map_full(&self) -> anyhow::Result<u64> {
+        self.loss(DROPS_MAP_FULL)
+    }
+
+    fn loss(&self, slot: u32) -> anyhow::Result<u64> {
         let map = self
             .ebpf
             .map(MAP_DROPS)
             .context("eBPF object has no DROPS map")?;
         let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-        Ok(drops.get(&0, 0)?.iter().sum())
+        Ok(drops.get(&slot, 0)?.iter().sum())
     }
 }
 

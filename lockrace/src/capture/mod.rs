@@ -113,8 +113,9 @@ impl Collector {
         &self,
         stats: &CaptureStats,
         lock_field_names: &str,
-        incomplete: Vec<String>,
+        mut incomplete: Vec<String>,
     ) -> events::FileTrailer {
+        incomplete.extend(stats.untracked_reason());
         events::FileTrailer {
             events: self.written,
             dropped: stats.dropped,
@@ -162,11 +163,25 @@ pub struct CaptureStats {
     pub dropped: u64,
     /// Records that did not decode (should be 0; counted, never fatal).
     pub decode_errors: u64,
+    /// Tasks the programs could not follow because `TRACED_TGIDS` or `IN_REQUEST` was full
+    /// (`--max-tasks`): their later events are missing.
+    pub untracked_tasks: u64,
 }
 
 impl CaptureStats {
     pub fn complete(&self) -> bool {
-        self.dropped == 0 && self.decode_errors == 0
+        self.dropped == 0 && self.decode_errors == 0 && self.untracked_tasks == 0
+    }
+
+    /// The incomplete-report line for tasks the capture could not follow, if any.
+    pub fn untracked_reason(&self) -> Option<String> {
+        (self.untracked_tasks > 0).then(|| {
+            format!(
+                "{} times a task could not be followed (a task map was full): its later events \
+                 are missing; raise --max-tasks",
+                self.untracked_tasks
+            )
+        })
     }
 }
 
@@ -235,12 +250,14 @@ impl<S: Sink> Capture<S> {
             .map_err(|_| anyhow::anyhow!("the ring-buffer reader thread panicked"))?
             .context("reading the ring buffer")?;
         let dropped = self.loaded.drops()?;
+        let untracked_tasks = self.loaded.map_full()?;
         Ok((
             sink,
             CaptureStats {
                 events,
                 dropped,
                 decode_errors,
+                untracked_tasks,
             },
             self.loaded.offsets.clone(),
         ))

@@ -175,6 +175,13 @@ pub fn summary_line(path: &Path, stats: &CaptureStats) -> String {
     if stats.decode_errors > 0 {
         s.push_str(&format!("; {} undecodable records", stats.decode_errors));
     }
+    if stats.untracked_tasks > 0 {
+        s.push_str(&format!(
+            "; {} times a task was NOT FOLLOWED (task map full): the recording is incomplete, \
+             raise --max-tasks",
+            stats.untracked_tasks
+        ));
+    }
     s
 }
 

@@ -237,6 +237,9 @@ pub fn document(
     if stats.decode_errors > 0 {
         doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
     }
+    if let Some(why) = stats.untracked_reason() {
+        doc.mark_incomplete(why);
+    }
     doc.raw_pointers = cfg.raw_pointers;
     report::build(&mut doc, &analysis);
     doc

@@ -89,6 +89,9 @@ pub fn traced_execute(cfg: &RunConfig, opts: &TraceOptions<'_>) -> anyhow::Resul
     if stats.decode_errors > 0 {
         doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
     }
+    if let Some(why) = stats.untracked_reason() {
+        doc.mark_incomplete(why);
+    }
     report::build(&mut doc, &analysis);
     Ok(TracedRun {
         outcome,

@@ -212,6 +212,9 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     if stats.decode_errors > 0 {
         doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
     }
+    if let Some(why) = stats.untracked_reason() {
+        doc.mark_incomplete(why);
+    }
     if let Some((sig, done)) = cut {
         doc.mark_incomplete(analysis_cut_reason(sig, done, events.len()));
     }
