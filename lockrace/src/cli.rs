@@ -196,17 +196,8 @@ pub struct RunArgs {
     pub perfetto: Option<PathBuf>,
     #[command(flatten)]
     pub html: HtmlArgs,
-    /// Ring-buffer size in MiB (power of two).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub ring_buffer_mb: u32,
-    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
-    /// many), from 64 to 262144.
-    #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
-    pub max_tasks: u32,
-    /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
-    /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
-    #[arg(long)]
-    pub raw_pointers: bool,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
     /// Which probes a traced run attaches (lean: lock decisions and blocked waiters only, one
     /// event per uncontended lock call instead of four, so the race moves less).
     #[arg(long, value_enum, default_value_t = ProbeSet::Full)]
@@ -242,17 +233,8 @@ pub struct RecordArgs {
     /// Stop after this many seconds (default: when CMD exits, or at Ctrl-C).
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
-    /// Ring-buffer size in MiB (power of two).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub ring_buffer_mb: u32,
-    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
-    /// many), from 64 to 262144.
-    #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
-    pub max_tasks: u32,
-    /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
-    /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
-    #[arg(long)]
-    pub raw_pointers: bool,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
     /// The command to start and trace.
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -283,17 +265,8 @@ pub struct TraceArgs {
     pub events: Option<PathBuf>,
     #[command(flatten)]
     pub html: HtmlArgs,
-    /// Ring-buffer size in MiB (power of two).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub ring_buffer_mb: u32,
-    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
-    /// many), from 64 to 262144.
-    #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
-    pub max_tasks: u32,
-    /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
-    /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
-    #[arg(long)]
-    pub raw_pointers: bool,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
     /// The command to start and trace (its exit status becomes lockrace's).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -316,6 +289,29 @@ pub struct ReportArgs {
     /// instead of `#N` labels.
     #[arg(long)]
     pub raw_pointers: bool,
+}
+
+/// The kernel-side sizes and output choice of every capturing command (run, record, trace).
+#[derive(Args, Debug, Clone)]
+pub struct CaptureArgs {
+    /// Ring-buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ring_buffer_mb: u32,
+    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
+    /// many), from 64 to 262144.
+    #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
+    pub max_tasks: u32,
+    /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
+    /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
+    #[arg(long)]
+    pub raw_pointers: bool,
+}
+
+impl CaptureArgs {
+    /// `--ring-buffer-mb` and `--max-tasks`, checked (one line naming the bad flag).
+    pub fn limits(&self) -> anyhow::Result<crate::capture::Limits> {
+        crate::capture::Limits::from_flags(self.ring_buffer_mb, self.max_tasks)
+    }
 }
 
 /// `--html FILE` and how much of the report it draws (run, report, trace; compare has its own).

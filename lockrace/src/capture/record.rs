@@ -28,7 +28,7 @@ pub struct RecordConfig {
     pub pids: Vec<u32>,
     pub cmd: Vec<String>,
     pub duration: Option<Duration>,
-    pub ring_buffer_bytes: u32,
+    pub limits: super::Limits,
 }
 
 impl RecordConfig {
@@ -44,7 +44,7 @@ impl RecordConfig {
             pids: args.pid.clone(),
             cmd: args.cmd.clone(),
             duration: seconds("--duration", args.duration)?,
-            ring_buffer_bytes: args.ring_buffer_mb << 20,
+            limits: args.capture.limits()?,
         })
     }
 }
@@ -187,7 +187,6 @@ pub fn summary_line(path: &Path, stats: &CaptureStats) -> String {
 
 pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let cfg = RecordConfig::from_args(&args)?;
-    let limits = super::Limits::from_flags(args.ring_buffer_mb, args.max_tasks)?;
     signals::install()?;
     let mut tgids = cfg.pids.clone();
     if !cfg.cmd.is_empty() {
@@ -195,12 +194,12 @@ pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
         // from its first instruction.
         tgids.push(std::process::id());
     }
-    let sink = Collector::new_with(false, Some(&args.events), args.raw_pointers)?;
+    let sink = Collector::new_with(false, Some(&args.events), args.capture.raw_pointers)?;
     let filter = Filter {
         tgids,
         inodes: vec![],
     };
-    let capture = Capture::start_with(&filter, &limits, sink)?;
+    let capture = Capture::start_with(&filter, &cfg.limits, sink)?;
     let what = if cfg.cmd.is_empty() {
         format!(
             "pid {}",

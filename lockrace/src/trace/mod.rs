@@ -68,7 +68,7 @@ pub struct TraceConfig {
     pub cmd: Vec<String>,
     pub duration: Option<Duration>,
     pub interval: Option<Duration>,
-    pub ring_buffer_bytes: u32,
+    pub limits: crate::capture::Limits,
     /// `--raw-pointers`: kernel addresses in the report (else `#N` labels).
     pub raw_pointers: bool,
 }
@@ -92,8 +92,8 @@ impl TraceConfig {
             cmd: args.cmd.clone(),
             duration: record::seconds("--duration", args.duration)?,
             interval: record::seconds("--interval", args.interval)?,
-            ring_buffer_bytes: args.ring_buffer_mb << 20,
-            raw_pointers: args.raw_pointers,
+            limits: args.capture.limits()?,
+            raw_pointers: args.capture.raw_pointers,
         })
     }
 
@@ -145,7 +145,7 @@ impl TraceConfig {
             pids: self.pids.clone(),
             cmd: self.cmd.clone(),
             duration: self.duration,
-            ring_buffer_bytes: self.ring_buffer_bytes,
+            limits: self.limits,
         }
     }
 }
@@ -274,7 +274,6 @@ fn start_command(cmd: &[String]) -> Result<std::process::Child, (u8, String)> {
 
 pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let cfg = TraceConfig::from_args(&args)?;
-    let limits = crate::capture::Limits::from_flags(args.ring_buffer_mb, args.max_tasks)?;
     if let Some(name) = cfg.cmd.first()
         && !command_exists(name, std::env::var_os("PATH").as_deref())
     {
@@ -295,12 +294,16 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     // Outputs first: a bad path must fail before anything is attached.
     let perfetto = match &args.perfetto {
         Some(p) => Some(Arc::new(Mutex::new(
-            PerfettoWriter::create(p)?.raw_pointers(args.raw_pointers),
+            PerfettoWriter::create(p)?.raw_pointers(args.capture.raw_pointers),
         ))),
         None => None,
     };
     let jsonl = match &args.events {
-        Some(p) => Some(Collector::new_with(false, Some(p), args.raw_pointers)?),
+        Some(p) => Some(Collector::new_with(
+            false,
+            Some(p),
+            args.capture.raw_pointers,
+        )?),
         None => None,
     };
     let input = AnalysisInput::default();
@@ -320,7 +323,7 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     });
     let sink = TraceSink::new(analyzer, jsonl, names, interval);
 
-    let capture = Capture::start_with(&cfg.filter(std::process::id()), &limits, sink)?;
+    let capture = Capture::start_with(&cfg.filter(std::process::id()), &cfg.limits, sink)?;
     let lock_field_names = capture.offsets().lock_field_names;
     if let Some(&gone) = cfg.pids.iter().find(|&&p| !record::process_alive(p)) {
         drop(capture.stop());

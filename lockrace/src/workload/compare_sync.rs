@@ -88,7 +88,8 @@ pub struct CompareSyncConfig {
     pub trace: bool,
     /// Turns per role of the traced runs (`iterations`, capped at [`TRACE_ITERATIONS`]).
     pub trace_iterations: u64,
-    pub ring_buffer_bytes: u32,
+    /// `--ring-buffer-mb` of the traced pass, checked; the task maps keep their default size.
+    pub limits: crate::capture::Limits,
     /// The lockrace binary the roles run (`/proc/self/exe` from the CLI).
     pub exe: PathBuf,
     pub tmpdir_parent: PathBuf,
@@ -384,7 +385,7 @@ pub fn measure(
         let t = traced_execute(
             &run_cfg,
             &TraceOptions {
-                ring_buffer_bytes: cfg.ring_buffer_bytes,
+                limits: cfg.limits,
                 ..Default::default()
             },
         )?;
@@ -550,7 +551,10 @@ pub fn main(args: CompareSyncArgs) -> anyhow::Result<ExitCode> {
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
         trace: root && !args.no_trace,
         trace_iterations: args.iterations.min(TRACE_ITERATIONS),
-        ring_buffer_bytes: args.ring_buffer_mb << 20,
+        limits: crate::capture::Limits::from_flags(
+            args.ring_buffer_mb,
+            crate::capture::loader::TASKS_DEFAULT,
+        )?,
         exe: PathBuf::from("/proc/self/exe"),
         tmpdir_parent,
     };

@@ -370,6 +370,8 @@ pub fn render(cfg: &RunConfig, outcome: &RunOutcome, kernel: Option<&ScenarioKer
 
 pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     let scenario = cfg.scenario.context("not a scenario run")?;
+    // Checked before anything runs, so a bad size costs nothing.
+    let limits = args.capture.limits()?;
     crate::signals::install()?;
     let root = nix::unistd::geteuid().is_root();
     let trace = !args.no_trace && root;
@@ -388,7 +390,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         let t = traced_execute(
             cfg,
             &TraceOptions {
-                ring_buffer_bytes: args.ring_buffer_mb << 20,
+                limits,
                 events_jsonl: args.events.as_deref(),
                 perfetto: args.perfetto.as_deref(),
                 announce: true,

@@ -12,14 +12,15 @@ use std::path::Path;
 use super::run::{RunConfig, RunOutcome, document, execute};
 use super::traced::analysis_input;
 use crate::analysis;
-use crate::capture::{Capture, CaptureStats, Collector, Filter};
+use crate::capture::{Capture, CaptureStats, Collector, Filter, Limits};
 use crate::events::Event;
 use crate::report::{self, model::CaptureInfo, model::Document};
 
 /// How to trace one run.
 #[derive(Debug, Clone, Default)]
 pub struct TraceOptions<'a> {
-    pub ring_buffer_bytes: u32,
+    /// Ring buffer and task-map sizes (checked by whoever built them).
+    pub limits: Limits,
     /// Also write every event as JSONL here.
     pub events_jsonl: Option<&'a Path>,
     /// Also write a Perfetto trace here.
@@ -46,7 +47,7 @@ pub fn traced_execute(cfg: &RunConfig, opts: &TraceOptions<'_>) -> anyhow::Resul
         tgids: vec![std::process::id()],
         inodes: vec![],
     };
-    let capture = Capture::start(&filter, opts.ring_buffer_bytes, sink)?;
+    let capture = Capture::start_with(&filter, &opts.limits, sink)?;
     let lock_field_names = capture.offsets().lock_field_names;
     if opts.announce {
         eprintln!(

@@ -134,7 +134,7 @@ pub(super) fn write_run_meta(
 
 pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     // Checked before the baseline run, so a bad size costs nothing.
-    let limits = crate::capture::Limits::from_flags(args.ring_buffer_mb, args.max_tasks)?;
+    let limits = args.capture.limits()?;
     signals::install()?;
     let baseline = if args.no_baseline {
         None
@@ -147,7 +147,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         Some(b)
     };
 
-    let sink = Collector::new_with(true, args.events.as_deref(), args.raw_pointers)?;
+    let sink = Collector::new_with(true, args.events.as_deref(), args.capture.raw_pointers)?;
     let filter = Filter {
         tgids: vec![std::process::id()],
         inodes: vec![],
@@ -194,7 +194,10 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     // A signal of an interrupted run came before: its events are analysed whole.
     let stop_early = outcome.interrupted.is_none();
     let stop = || stop_early.then(signals::received).flatten();
-    let perfetto = args.perfetto.as_deref().map(|p| (p, args.raw_pointers));
+    let perfetto = args
+        .perfetto
+        .as_deref()
+        .map(|p| (p, args.capture.raw_pointers));
     let (analysis, cut) = analyze_interruptibly(&events, &input, perfetto, &stop)?;
     let mut doc = document(cfg, &outcome);
     doc.kernel.lock_field_names = lock_field_names.to_string();
@@ -218,7 +221,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     if let Some((sig, done)) = cut {
         doc.mark_incomplete(analysis_cut_reason(sig, done, events.len()));
     }
-    doc.raw_pointers = args.raw_pointers;
+    doc.raw_pointers = args.capture.raw_pointers;
     report::build(&mut doc, &analysis);
     if let Some(w) = doc.workload.as_mut() {
         w.probe_effect = effect;
