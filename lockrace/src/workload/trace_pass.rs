@@ -41,6 +41,36 @@ pub struct TracedRun {
 
 /// Run `cfg` once under the capture. Errors are setup failures (eBPF, temp dir, spawn); what
 /// happened to the children is in `outcome`.
+/// The report document of a traced run before analysis: the workload's account, the kernel's
+/// field naming, what the capture saw and lost (each loss an incomplete reason).
+pub fn traced_document(
+    cfg: &RunConfig,
+    outcome: &RunOutcome,
+    stats: &CaptureStats,
+    lock_field_names: &str,
+) -> Document {
+    let mut doc = document(cfg, outcome);
+    doc.kernel.lock_field_names = lock_field_names.to_string();
+    doc.capture = Some(CaptureInfo {
+        events: stats.events,
+        dropped: stats.dropped,
+        complete: stats.complete(),
+    });
+    if stats.dropped > 0 {
+        doc.mark_incomplete(format!(
+            "{} events dropped (ring buffer full; try --ring-buffer-mb)",
+            stats.dropped
+        ));
+    }
+    if stats.decode_errors > 0 {
+        doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
+    }
+    if let Some(why) = stats.untracked_reason() {
+        doc.mark_incomplete(why);
+    }
+    doc
+}
+
 pub fn traced_execute(cfg: &RunConfig, opts: &TraceOptions<'_>) -> anyhow::Result<TracedRun> {
     let sink = Collector::new(true, opts.events_jsonl)?;
     let filter = Filter {
@@ -74,25 +104,7 @@ pub fn traced_execute(cfg: &RunConfig, opts: &TraceOptions<'_>) -> anyhow::Resul
         Some(p) => report::perfetto::write(p, &events, &input)?,
         None => analysis::analyze(&events, &input),
     };
-    let mut doc = document(cfg, &outcome);
-    doc.kernel.lock_field_names = lock_field_names.to_string();
-    doc.capture = Some(CaptureInfo {
-        events: stats.events,
-        dropped: stats.dropped,
-        complete: stats.complete(),
-    });
-    if stats.dropped > 0 {
-        doc.mark_incomplete(format!(
-            "{} events dropped (ring buffer full; try --ring-buffer-mb)",
-            stats.dropped
-        ));
-    }
-    if stats.decode_errors > 0 {
-        doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
-    }
-    if let Some(why) = stats.untracked_reason() {
-        doc.mark_incomplete(why);
-    }
+    let mut doc = traced_document(cfg, &outcome, &stats, lock_field_names);
     report::build(&mut doc, &analysis);
     Ok(TracedRun {
         outcome,

@@ -12,14 +12,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::run::{RunConfig, RunOutcome, document, execute, render_summary, write_document};
+use super::run::{RunConfig, RunOutcome, execute, render_summary, write_document};
+use super::trace_pass::traced_document;
 use crate::{
     analysis::{self, AnalysisInput, RoleInput, WhoopsInput},
     capture::{Capture, Collector, Filter},
     cli::RunArgs,
-    events,
-    report::{self, model::CaptureInfo},
-    signals,
+    events, report, signals,
 };
 
 /// How much tracing moved the race: untraced vs traced whoops per handoff.
@@ -199,25 +198,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|p| (p, args.capture.raw_pointers));
     let (analysis, cut) = analyze_interruptibly(&events, &input, perfetto, &stop)?;
-    let mut doc = document(cfg, &outcome);
-    doc.kernel.lock_field_names = lock_field_names.to_string();
-    doc.capture = Some(CaptureInfo {
-        events: stats.events,
-        dropped: stats.dropped,
-        complete: stats.complete(),
-    });
-    if stats.dropped > 0 {
-        doc.mark_incomplete(format!(
-            "{} events dropped (ring buffer full; try --ring-buffer-mb)",
-            stats.dropped
-        ));
-    }
-    if stats.decode_errors > 0 {
-        doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
-    }
-    if let Some(why) = stats.untracked_reason() {
-        doc.mark_incomplete(why);
-    }
+    let mut doc = traced_document(cfg, &outcome, &stats, lock_field_names);
     if let Some((sig, done)) = cut {
         doc.mark_incomplete(analysis_cut_reason(sig, done, events.len()));
     }
