@@ -5,7 +5,7 @@
 //! every field (padding included) by the caller, so nothing of an earlier record shows through.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
@@ -58,10 +58,10 @@ pub fn count_map_full() {
 }
 
 /// Fill the common header of a reserved record in place (the comm is written straight into the
-/// ring buffer by the helper: no stack copy).
+/// ring buffer by the helper: no stack copy). `pid_tgid` is the caller's
+/// `bpf_get_current_pid_tgid()`: every program has fetched it already for its filter.
 #[inline(always)]
-pub fn write_header(h: *mut Header, kind: Kind) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+pub fn write_header(h: *mut Header, kind: Kind, pid_tgid: u64) {
     // SAFETY: `h` points into a reserved ring-buffer record of at least size_of::<Header>();
     // every field is written; the helpers have no preconditions.
     unsafe {

@@ -63,7 +63,7 @@ pub fn lock_event(ctx: &TracePointContext, kind: Kind, tp: usize) -> u32 {
     emit::record::<LockEvent>(|e| {
         // SAFETY: `e` is the reserved record; every field is written.
         unsafe {
-            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind);
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind, pid_tgid);
             let b = core::ptr::addr_of_mut!((*e).body);
             (*b).fl = r.field(ctx, tp::off(&o.fl));
             (*b).ino = ino;

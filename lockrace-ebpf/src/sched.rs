@@ -74,11 +74,6 @@ fn read<T: Default>(ctx: &TracePointContext, off: u16) -> T {
     unsafe { ctx.read_at::<T>(off as usize) }.unwrap_or_default()
 }
 
-#[inline(always)]
-fn current_tid() -> u32 {
-    bpf_get_current_pid_tgid() as u32
-}
-
 /// sched_waking / sched_wakeup: shipped when the waker or the wakee is inside a lock request.
 #[inline(always)]
 pub fn waking(ctx: &TracePointContext, kind: Kind) -> u32 {
@@ -86,13 +81,14 @@ pub fn waking(ctx: &TracePointContext, kind: Kind) -> u32 {
     let r = Record::<5, DIRECT_READ_WAKING>::copy(ctx);
     let target: i32 = r.field(ctx, tp::off(&o.wake_pid));
     let target = target as u32;
-    if !filter::in_request(current_tid()) && !filter::in_request(target) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !filter::in_request(pid_tgid as u32) && !filter::in_request(target) {
         return 0;
     }
     emit::record::<SchedEvent>(|e| {
         // SAFETY: `e` is the reserved record; every field is written.
         unsafe {
-            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind);
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind, pid_tgid);
             let b = core::ptr::addr_of_mut!((*e).body);
             (*b).target_tid = target;
             (*b).target_cpu = r.field(ctx, tp::off(&o.wake_target_cpu));
@@ -113,13 +109,18 @@ pub fn switch(ctx: &TracePointContext) -> u32 {
     let r = Record::<8, DIRECT_READ_SWITCH>::copy(ctx);
     let next: i32 = r.field(ctx, tp::off(&o.switch_next_pid));
     let next = next as u32;
-    if !filter::in_request(current_tid()) && !filter::in_request(next) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !filter::in_request(pid_tgid as u32) && !filter::in_request(next) {
         return 0;
     }
     emit::record::<SchedEvent>(|e| {
         // SAFETY: `e` is the reserved record; every field is written.
         unsafe {
-            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), Kind::SchedSwitch);
+            emit::write_header(
+                core::ptr::addr_of_mut!((*e).hdr),
+                Kind::SchedSwitch,
+                pid_tgid,
+            );
             let b = core::ptr::addr_of_mut!((*e).body);
             (*b).target_tid = next;
             (*b).target_cpu = bpf_get_smp_processor_id() as i32;
@@ -146,7 +147,11 @@ pub fn migrate(ctx: &TracePointContext) -> u32 {
     emit::record::<SchedEvent>(|e| {
         // SAFETY: `e` is the reserved record; every field is written.
         unsafe {
-            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), Kind::SchedMigrateTask);
+            emit::write_header(
+                core::ptr::addr_of_mut!((*e).hdr),
+                Kind::SchedMigrateTask,
+                bpf_get_current_pid_tgid(),
+            );
             let b = core::ptr::addr_of_mut!((*e).body);
             (*b).target_tid = pid;
             (*b).target_cpu = r.field(ctx, tp::off(&o.migrate_dest_cpu));

@@ -72,7 +72,7 @@ pub fn enter(ctx: &TracePointContext, kind: Kind) -> u32 {
     emit::record::<SyscallEvent>(|e| {
         // SAFETY: `e` is the reserved record; every field is written.
         unsafe {
-            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind);
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind, pid_tgid);
             let b = core::ptr::addr_of_mut!((*e).body);
             (*b).fd = fd;
             (*b).cmd = cmd;
@@ -91,14 +91,15 @@ pub fn enter(ctx: &TracePointContext, kind: Kind) -> u32 {
 
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext, kind: Kind) -> u32 {
-    let Some(cmd) = filter::leave_request(bpf_get_current_pid_tgid() as u32) else {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(cmd) = filter::leave_request(pid_tgid as u32) else {
         return 0;
     };
     let ret = tp::word::<RET>(ctx) as i64;
     emit::record::<SyscallEvent>(|e| {
         // SAFETY: `e` is the reserved record; every field is written.
         unsafe {
-            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind);
+            emit::write_header(core::ptr::addr_of_mut!((*e).hdr), kind, pid_tgid);
             let b = core::ptr::addr_of_mut!((*e).body);
             (*b).fd = 0;
             (*b).cmd = cmd;
