@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lockrace::analysis::{AnalysisInput, Analyzer, synth};
+use lockrace::analysis::{self, AnalysisInput, synth};
 
 fn analyzer(c: &mut Criterion) {
     let events = synth::handoff_stream(1_000_000, 42);
@@ -13,13 +13,7 @@ fn analyzer(c: &mut Criterion) {
     g.throughput(Throughput::Elements(events.len() as u64));
     g.sample_size(10);
     g.bench_function("push_1m_events", |b| {
-        b.iter(|| {
-            let mut a = Analyzer::new(&input);
-            for e in &events {
-                a.push(e);
-            }
-            black_box(a.finish())
-        })
+        b.iter(|| black_box(analysis::analyze(&events, &input)))
     });
     g.finish();
 }

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lockrace::{
     analysis::{
-        AnalysisInput, Analyzer, RoleInput, WhoopsCause, WhoopsInput,
+        self, AnalysisInput, RoleInput, WhoopsCause, WhoopsInput,
         synth::{self, DEV, INO},
         whoops::{self, Acquisition, GrantNote, PeerState},
     },
@@ -107,13 +107,7 @@ fn correlator(c: &mut Criterion) {
     g.throughput(Throughput::Elements(events.len() as u64));
     g.sample_size(10);
     g.bench_function("analyze_1m_events_with_whoops", |b| {
-        b.iter(|| {
-            let mut a = Analyzer::new(&input);
-            for e in &events {
-                a.push(e);
-            }
-            black_box(a.finish())
-        })
+        b.iter(|| black_box(analysis::analyze(&events, &input)))
     });
     g.finish();
 }
