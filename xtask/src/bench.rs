@@ -7,8 +7,8 @@
 //! ([`render`]). Each phase first waits (bounded) for the machine's load average to drop, and
 //! the document states the load it ran under and how much CPU other processes took per run.
 //!
-//! Invariants: the bench is bounded (about 15 minutes in full, half of it bpftrace printing every
-//! event on a 2-core machine, 4 with `--quick`; a phase never
+//! Invariants: the bench is bounded (18.1 minutes in full on a 2-core machine, much of it
+//! bpftrace printing every event; `--quick` runs fewer repetitions; a phase never
 //! retries); one failing run is recorded in the document, not fatal; `--quick` never overwrites
 //! docs/BENCHMARKS.md unless `--out` says so; the hand-written history section of the previous
 //! document is kept. Not part of `cargo xtask test`: benchmarks are not timed tests.

@@ -239,12 +239,12 @@ fn probe_section(out: &mut String, r: &Results) {
     }
     let _ = writeln!(
         out,
-        "\nA tracer whose user-space side needs a CPU of its own (bpftrace formatting and printing \
-         every event: see its process CPU) competes with the two roles for the machine's cores: \
-         the woken waiter then waits for a CPU while the releaser keeps re-taking the lock, so \
-         whoops grow instead of shrinking (on 2 cores by an order of magnitude). A tracer that only \
-         adds time to each lock call in the kernel shortens the releaser's window instead: fewer \
-         whoops per handoff."
+        "\nA ratio below 1 means fewer whoops per handoff under the tracer, above 1 more; either \
+         way the tracer moved the race. The direction for the light tracers has differed between \
+         runs of this bench on one machine, so read it from the table, not from a rule. The \
+         tracer process CPU column shows which tracers need a CPU of their own in user space \
+         (bpftrace printing every event): on a machine with few cores such a tracer competes \
+         with the two roles, one likely cause of a large ratio that this bench does not isolate."
     );
     let _ = writeln!(
         out,
