@@ -259,7 +259,7 @@ fn run_matrix(args: &VmArgs) -> Result<bool> {
     {
         bail!("--lockrace {} is not an executable file", l.display());
     }
-    setup::setup()?;
+    setup::ensure(setup::Profile::Vm)?;
     let target_dir = workspace::metadata()?.target_dir;
     let cache = target_dir.join("vm/cache");
     let vm_dir = args.out.clone().unwrap_or_else(|| target_dir.join("vm"));
@@ -440,7 +440,9 @@ fn build_initramfs(lockrace: &Path, vm_dir: &Path, run_args: &[String]) -> Resul
     }
     .with_context(|| format!("reading {}", lockrace.display()))?;
     let busybox = cmd::which("busybox").ok_or_else(|| {
-        anyhow!("busybox not found in PATH (hint: `cargo xtask setup` installs busybox-static)")
+        anyhow!(
+            "busybox not found in PATH (hint: `cargo xtask setup --for vm` installs busybox-static)"
+        )
     })?;
     let mut libs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     for bin in [lockrace, busybox.as_path()] {
@@ -514,7 +516,9 @@ fn boot(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run qemu-system-x86_64: {e} (hint: `cargo xtask setup`)"))?;
+        .map_err(|e| {
+            format!("cannot run qemu-system-x86_64: {e} (hint: `cargo xtask setup --for vm`)")
+        })?;
     let start = Instant::now();
     let (tx, rx) = mpsc::channel();
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));

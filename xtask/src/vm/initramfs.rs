@@ -297,7 +297,7 @@ mod tests {
         }
     }
 
-    /// Lists an archive with cpio(1) (installed by `cargo xtask setup`).
+    /// Lists an archive with cpio(1) (installed by `cargo xtask setup --for test`).
     fn cpio_list(archive: &[u8]) -> String {
         use std::io::Write;
         let mut child = std::process::Command::new("cpio")
@@ -305,7 +305,7 @@ mod tests {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("cpio(1) must be installed (cargo xtask setup installs it)");
+            .expect("cpio(1) must be installed (`cargo xtask setup --for test` installs it)");
         child.stdin.take().unwrap().write_all(archive).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "cpio -t failed: {out:?}");
