@@ -164,3 +164,169 @@ fn a_kernel_that_panics_exits_125_with_the_panic_message() {
     );
     assert!(!out_dir.path().join("6.1.0-54/report.json").exists());
 }
+
+/// Debian's 6.12 (EEVDF) cloud kernel, whose scheduler features the guest may write
+/// (CONFIG_SCHED_DEBUG, CONFIG_DEBUG_FS, no lockdown).
+const DEBIAN_6_12: &str = "6.12.117+deb12";
+
+/// `cargo xtask vm --debian 6.12.117+deb12 --sched-features NO_WAKEUP_PREEMPTION`: the guest
+/// turns wakeup preemption off before the run, and xtask records the features in force (read
+/// back from the guest's /sys/kernel/debug/sched/features) in LABEL/meta.json, matrix.json and
+/// the table. WAKEUP_PREEMPTION is on as 6.12 boots, so the recorded NO_ is the write's doing.
+#[test]
+fn debian_6_12_runs_with_wakeup_preemption_turned_off_and_records_it() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = xtask_vm(
+        out_dir.path(),
+        &[
+            "--debian",
+            DEBIAN_6_12,
+            "--sched-features",
+            "NO_WAKEUP_PREEMPTION",
+            "--cpus",
+            "2",
+            "--",
+            "--lock",
+            "posix",
+            "--share",
+            "reopen",
+            "--iterations",
+            "200",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "xtask vm failed ({:?})\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    let label = format!("{DEBIAN_6_12}.NO_WAKEUP_PREEMPTION");
+    let shown = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("vm {label}: scheduler features in force: ")))
+        .unwrap_or_else(|| panic!("no features line:\n{stdout}"));
+    assert!(
+        shown
+            .split_whitespace()
+            .any(|w| w == "NO_WAKEUP_PREEMPTION"),
+        "{shown}"
+    );
+    let dir = out_dir.path().join(&label);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["kernel"]["release"], "6.12.117+deb12-cloud-amd64");
+    assert_eq!(report["capture"]["dropped"], 0, "{}", report["capture"]);
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not a list: {v}"))
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let sched = &meta["sched_features"];
+    assert_eq!(names(&sched["requested"]), ["NO_WAKEUP_PREEMPTION"]);
+    let before = names(&sched["available"]);
+    let in_force = names(&sched["in_force"]);
+    assert!(
+        before.contains(&"WAKEUP_PREEMPTION".to_string()),
+        "{before:?}"
+    );
+    assert!(
+        in_force.contains(&"NO_WAKEUP_PREEMPTION".to_string()),
+        "{in_force:?}"
+    );
+    assert!(
+        !in_force.contains(&"WAKEUP_PREEMPTION".to_string()),
+        "{in_force:?}"
+    );
+    // Only the requested feature changed.
+    let changed: Vec<(&String, &String)> = before
+        .iter()
+        .zip(&in_force)
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(before.len(), in_force.len());
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(
+        (meta["cpus"].as_u64(), meta["ok"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let matrix: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("matrix.json")).unwrap())
+            .unwrap();
+    assert_eq!(matrix["rows"][0]["label"], label.as_str());
+    assert_eq!(
+        matrix["rows"][0]["sched_features"]["in_force"],
+        sched["in_force"]
+    );
+    let table_row = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("  {label} ")))
+        .unwrap_or_else(|| panic!("no table row:\n{stdout}"));
+    assert!(table_row.ends_with("  NO_WAKEUP_PREEMPTION"), "{table_row}");
+}
+
+/// A feature the guest kernel does not have: the guest says so and powers off before lockrace
+/// runs; xtask exits 125 with one line naming it and the features that kernel has.
+#[test]
+fn an_unknown_scheduler_feature_is_one_line_naming_the_kernels_features() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = xtask_vm(
+        out_dir.path(),
+        &[
+            "--debian",
+            DEBIAN_6_12,
+            "--sched-features",
+            "NO_WAKEUP_PREEMPTION,NO_SUCH_FEATURE",
+            "--",
+            "--iterations",
+            "5",
+        ],
+    );
+    let reason = skip_reason(&out);
+    let label = format!("{DEBIAN_6_12}.NO_WAKEUP_PREEMPTION.NO_SUCH_FEATURE");
+    assert!(
+        reason.starts_with(&format!(
+            "xtask vm: {label}: unknown scheduler feature NO_SUCH_FEATURE in \
+             6.12.117+deb12-cloud-amd64; this kernel has: "
+        )),
+        "{reason}"
+    );
+    let listed: Vec<&str> = reason
+        .split("this kernel has: ")
+        .nth(1)
+        .unwrap()
+        .split(" (hint")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    for f in [
+        "WAKEUP_PREEMPTION",
+        "RUN_TO_PARITY",
+        "PLACE_LAG",
+        "DELAY_DEQUEUE",
+    ] {
+        assert!(listed.contains(&f), "{f} not in {listed:?}");
+    }
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains("running lockrace run"),
+        "lockrace ran:\n{stdout}"
+    );
+    assert!(!out_dir.path().join(&label).join("report.json").exists());
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.path().join(&label).join("meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["ok"], false);
+    assert!(
+        meta["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown scheduler feature")
+    );
+}

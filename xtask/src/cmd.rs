@@ -218,7 +218,7 @@ pub fn as_root(
 }
 
 /// Pure part of [`as_root`].
-fn root_command(
+pub fn root_command(
     root: bool,
     have_sudo: bool,
     program: &OsStr,

@@ -1,6 +1,6 @@
 //! xtask: the project's own commands (`cargo xtask ...`, see .cargo/config.toml).
 //!
-//! `setup` makes a fresh Debian machine able to build and trace, `run` runs the default
+//! `setup` makes a fresh Debian machine able to do one of them, `run` runs the default
 //! experiment as root, `test` runs every check CI runs, `screenshot` regenerates the README's
 //! tour (terminal report and HTML screenshot), `bench` measures costs into docs/BENCHMARKS.md.
 //! Only the subcommand enum lives here; each subcommand is a module, and every external program
@@ -27,10 +27,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Install what is missing to build, run and test lockrace (apt packages, the pinned eBPF
-    /// nightly, bpf-linker, tracefs); fast and silent-ish when everything is there.
-    Setup,
-    /// Setup, build lockrace in release, and run `lockrace run ARGS` as root.
+    /// Install what is missing for one command (by default `run`: LLVM 22 for bpf-linker, the
+    /// pinned eBPF nightly, bpf-linker, tracefs; `test` adds QEMU, Chromium and the programs the
+    /// tests run). Never removes a package; fast when everything is there.
+    Setup {
+        /// What to prepare for: each xtask command calls setup with its own profile.
+        #[arg(
+            long = "for",
+            value_enum,
+            value_name = "COMMAND",
+            default_value = "run"
+        )]
+        profile: setup::Profile,
+        /// Print the plan (what is missing, the exact commands that would install it) and change
+        /// nothing; needs no root.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Setup for `run`, build lockrace in release, and run `lockrace run ARGS` as root.
     Run {
         /// Arguments for `lockrace run` (e.g. `-- --lock posix --share reopen`).
         #[arg(
@@ -40,7 +54,8 @@ enum Command {
         )]
         args: Vec<String>,
     },
-    /// Setup, then rustfmt, clippy, all tests, and the root-only eBPF tests (serially, as root).
+    /// Setup for `test`, then rustfmt, clippy, all tests, and the root-only eBPF tests (serially,
+    /// as root).
     Test {
         /// Skip clippy and the root-only tests (no root needed).
         #[arg(long)]
@@ -72,7 +87,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
+        Command::Setup { profile, dry_run } => {
+            setup::setup_command(profile, dry_run).map(|()| ExitCode::SUCCESS)
+        }
         Command::Run { args } => run::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Test { quick } => test::test(quick),
         Command::Screenshot { args } => screenshot::screenshot(&args).map(|()| ExitCode::SUCCESS),
@@ -119,6 +136,26 @@ mod tests {
         assert!(matches!(cli.command, Command::Test { quick: true }));
         assert!(Cli::try_parse_from(["xtask", "test", "--slow"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "bench", "--slow"]).is_err());
+    }
+
+    #[test]
+    fn setup_defaults_to_run_and_takes_a_profile_and_dry_run() {
+        use setup::Profile;
+        let parse = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
+            Command::Setup { profile, dry_run } => (profile, dry_run),
+            other => panic!("parsed as {other:?}"),
+        };
+        assert_eq!(parse(&["xtask", "setup"]), (Profile::Run, false));
+        assert_eq!(
+            parse(&["xtask", "setup", "--for", "test", "--dry-run"]),
+            (Profile::Test, true)
+        );
+        assert_eq!(
+            parse(&["xtask", "setup", "--for", "bench"]).0,
+            Profile::Bench
+        );
+        assert_eq!(parse(&["xtask", "setup", "--for", "vm"]).0, Profile::Vm);
+        assert!(Cli::try_parse_from(["xtask", "setup", "--for", "everything"]).is_err());
     }
 
     #[test]

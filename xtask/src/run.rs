@@ -1,4 +1,5 @@
-//! `cargo xtask run [-- ARGS]`: setup, build lockrace in release, then replace this process with
+//! `cargo xtask run [-- ARGS]`: setup for `run` (only what building and running lockrace needs),
+//! build lockrace in release, then replace this process with
 //! `lockrace run ARGS` as root (directly when root, through `sudo -E` otherwise).
 //!
 //! Invariant: lockrace's exit status is xtask's exit status, and Ctrl-C reaches lockrace alone,
@@ -14,7 +15,7 @@ use crate::{
 
 /// Only returns on failure: on success the process becomes lockrace.
 pub fn run(args: &[String]) -> Result<()> {
-    setup::setup()?;
+    setup::ensure(setup::Profile::Run)?;
     let mut build = workspace::cargo();
     build.args(["build", "--release", "-p", "lockrace"]);
     println!("xtask run: {}", cmd::display(&build));

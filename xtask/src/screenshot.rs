@@ -67,9 +67,10 @@ pub fn chromium_args(profile: &Path, png: &Path, page: &Path) -> Vec<String> {
 }
 
 pub fn screenshot(user_args: &[String]) -> Result<()> {
-    setup::setup()?;
-    let chromium = cmd::which("chromium")
-        .context("chromium is not installed (hint: `cargo xtask setup` installs it)")?;
+    setup::ensure(setup::Profile::Screenshot)?;
+    let chromium = cmd::which("chromium").context(
+        "chromium is not installed (hint: `cargo xtask setup --for screenshot` installs it)",
+    )?;
     let mut build = workspace::cargo();
     build.args(["build", "--release", "-p", "lockrace"]);
     println!("xtask screenshot: {}", cmd::display(&build));

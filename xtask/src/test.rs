@@ -159,7 +159,7 @@ impl Run {
 }
 
 pub fn test(quick: bool) -> Result<ExitCode> {
-    setup::setup()?;
+    setup::ensure(setup::Profile::Test)?;
     let meta = workspace::metadata()?;
     let roots = workspace::root_tests()?;
     let mut run = Run {

@@ -9,13 +9,18 @@
 //! network, `-no-reboot` and `panic=-1`, so a panic ends QEMU at once. The VM's /init runs
 //! lockrace and prints the report framed and checksummed on the serial console; the host
 //! follows the console ([`console`]), shows the phases as they happen, and stores
-//! target/vm/LABEL/report.json and target/vm/LABEL/console.log.
+//! target/vm/LABEL/report.json and target/vm/LABEL/console.log. `--cpus N` sets the vCPUs (1 to
+//! 8); `--sched-features A,NO_B` has /init write them to the guest's
+//! /sys/kernel/debug/sched/features before the run ([`sched`]; LABEL gains `.A.NO_B`). Every
+//! run leaves target/vm/LABEL/meta.json (how it ran, the scheduler features in force as the
+//! guest read them back, the figures or the reason) and target/vm/matrix.json (all rows).
 //!
 //! Exit contract (for `git bisect run`): 0 when every kernel completed its run and produced a
 //! report; 125 ("skip": this commit cannot be tested) on anything else, with the reason on one
 //! line: a kernel path that does not exist, a kernel that cannot be fetched, a boot failure, a
-//! kernel panic, lockrace failing in the VM (e.g. a missing tracepoint), a corrupted report,
-//! or the time limit. Invariant: a report.json left in target/vm/LABEL/ is always from the last
+//! kernel panic, a scheduler feature the guest kernel does not have (the line names the ones it
+//! has), lockrace failing in the VM (e.g. a missing tracepoint), a corrupted report, or the time
+//! limit. Invariant: a report.json left in target/vm/LABEL/ is always from the last
 //! run of that kernel (the old one is removed before booting).
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -36,6 +41,7 @@ use crate::{
 mod console;
 mod initramfs;
 mod matrix;
+mod sched;
 
 use console::{Console, Seen};
 use matrix::{Figures, Row};
@@ -57,9 +63,15 @@ pub struct VmArgs {
     /// Also run lockrace on this machine's kernel (as root): the first row of the table.
     #[arg(long)]
     pub host: bool,
-    /// Virtual CPUs per VM.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub smp: u32,
+    /// Virtual CPUs per VM (QEMU -smp), 1 to 8.
+    #[arg(long, visible_alias = "smp", value_name = "N", default_value_t = 2, value_parser = parse_cpus)]
+    pub cpus: u32,
+    /// Scheduler features to set in every VM before the run, comma-separated (e.g.
+    /// NO_WAKEUP_PREEMPTION,NO_RUN_TO_PARITY): written to the guest's
+    /// /sys/kernel/debug/sched/features, read back, and recorded with the result. A name the
+    /// guest kernel does not have ends that VM with a one-line error listing the ones it has.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', value_parser = sched::parse_feature)]
+    pub sched_features: Vec<String>,
     /// Memory per VM, in MiB.
     #[arg(long, value_name = "MB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=65536))]
     pub mem: u32,
@@ -83,6 +95,36 @@ pub struct VmArgs {
     /// Arguments for `lockrace run` in every VM (after `--`; `--json` is set by xtask).
     #[arg(last = true, value_name = "RUN-ARGS")]
     pub args: Vec<String>,
+}
+
+/// `--cpus N`: 1 to 8 virtual CPUs.
+pub fn parse_cpus(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n @ 1..=8) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a vCPU count from 1 to 8 (hint: TCG emulates each vCPU with a host \
+             thread; 2 is the default)"
+        )),
+    }
+}
+
+/// `--sched-features`: each feature once, never both NAME and NO_NAME.
+pub fn check_sched_features(names: &[String]) -> Result<()> {
+    for (i, a) in names.iter().enumerate() {
+        if let Some(b) = names[..i].iter().find(|b| sched::base(b) == sched::base(a)) {
+            if a == b {
+                bail!("--sched-features names {a} twice");
+            }
+            bail!("--sched-features asks for both {b} and {a} (hint: keep one)");
+        }
+    }
+    Ok(())
+}
+
+/// The label suffix for a run with scheduler features: `.NO_WAKEUP_PREEMPTION.NO_RUN_TO_PARITY`
+/// (so runs of one kernel with different features keep apart under target/vm/).
+pub fn features_suffix(names: &[String]) -> String {
+    names.iter().map(|n| format!(".{n}")).collect()
 }
 
 /// Where a kernel image comes from.
@@ -186,9 +228,10 @@ pub fn plan(args: &VmArgs, release_of: impl Fn(&Path) -> Option<String>) -> Resu
         }
         out.push(Target { label, source });
     };
+    let suffix = features_suffix(&args.sched_features);
     for v in &args.debian {
         debian_release(v)?;
-        push(v.clone(), Source::Debian(v.clone()));
+        push(format!("{v}{suffix}"), Source::Debian(v.clone()));
     }
     for k in &args.kernel {
         if !k.exists() {
@@ -206,7 +249,7 @@ pub fn plan(args: &VmArgs, release_of: impl Fn(&Path) -> Option<String>) -> Resu
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "kernel".into())
         });
-        push(label, Source::Path(k.clone()));
+        push(format!("{label}{suffix}"), Source::Path(k.clone()));
     }
     Ok(out)
 }
@@ -230,7 +273,7 @@ pub fn qemu_command(args: &VmArgs, kernel: &Path, initrd: &Path) -> Command {
     } else {
         c.args(["-accel", "tcg", "-cpu", "max"]);
     }
-    c.args(["-smp", &args.smp.to_string(), "-m", &args.mem.to_string()]);
+    c.args(["-smp", &args.cpus.to_string(), "-m", &args.mem.to_string()]);
     c.args(["-nographic", "-no-reboot", "-nic", "none"]);
     c.arg("-kernel").arg(kernel);
     c.arg("-initrd").arg(initrd);
@@ -254,12 +297,13 @@ fn run_matrix(args: &VmArgs) -> Result<bool> {
         std::fs::read(p).ok().and_then(|b| bzimage_release(&b))
     })?;
     initramfs::check_run_args(&args.args)?;
+    check_sched_features(&args.sched_features)?;
     if let Some(l) = &args.lockrace
         && !cmd::is_executable(l)
     {
         bail!("--lockrace {} is not an executable file", l.display());
     }
-    setup::setup()?;
+    setup::ensure(setup::Profile::Vm)?;
     let target_dir = workspace::metadata()?.target_dir;
     let cache = target_dir.join("vm/cache");
     let vm_dir = args.out.clone().unwrap_or_else(|| target_dir.join("vm"));
@@ -276,32 +320,72 @@ fn run_matrix(args: &VmArgs) -> Result<bool> {
 
     let mut rows = Vec::new();
     if args.host {
-        rows.push(Row {
+        let dir = vm_dir.join("host");
+        let result = host_run(&lockrace, &args.args, &dir);
+        // Read only: the host's debugfs is not mounted for this, and writes are refused there.
+        let sched = std::fs::read_to_string(sched::FEATURES_FILE)
+            .ok()
+            .map(|t| sched::parse_list(&t));
+        let row = Row {
             label: "host".into(),
-            result: host_run(&lockrace, &args.args, &vm_dir.join("host")),
-        });
+            result,
+            sched,
+        };
+        write_meta(&dir, &row_meta(&row, args, None, None));
+        rows.push(row);
     }
     if !targets.is_empty() {
-        let initrd = build_initramfs(&lockrace, &vm_dir, &args.args)?;
+        let initrd = build_initramfs(&lockrace, &vm_dir, &args.args, &args.sched_features)?;
         for t in &targets {
-            let result = kernel_image(t, &cache)
-                .map_err(|e| {
+            let dir = vm_dir.join(&t.label);
+            let (row, guest, image) = match kernel_image(t, &cache) {
+                Ok(image) => {
+                    let (result, guest) = boot(args, t, &image, &initrd, &dir);
+                    let row = Row {
+                        label: t.label.clone(),
+                        result,
+                        sched: guest.in_force.clone(),
+                    };
+                    (row, Some(guest), Some(image))
+                }
+                Err(e) => {
                     let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                    msg.join(": ").replace('\n', " ")
-                })
-                .and_then(|image| boot(args, t, &image, &initrd, &vm_dir.join(&t.label)));
-            rows.push(Row {
-                label: t.label.clone(),
-                result,
-            });
+                    let row = Row {
+                        label: t.label.clone(),
+                        result: Err(msg.join(": ").replace('\n', " ")),
+                        sched: None,
+                    };
+                    (row, None, None)
+                }
+            };
+            let _ = std::fs::create_dir_all(&dir);
+            write_meta(
+                &dir,
+                &row_meta(&row, args, guest.as_ref(), image.as_deref()),
+            );
+            rows.push(row);
         }
     }
+    let summary = vm_dir.join("matrix.json");
+    let doc = serde_json::json!({
+        "run_args": args.args,
+        "accel": accel(args),
+        "cpus": args.cpus,
+        "mem_mib": args.mem,
+        "sched_features_requested": args.sched_features,
+        "rows": rows.iter().map(|r| row_meta(r, args, None, None)).collect::<Vec<_>>(),
+    });
+    write_json(&summary, &doc);
 
     let failed: Vec<&Row> = rows.iter().filter(|r| r.result.is_err()).collect();
     if rows.len() > 1 || failed.is_empty() {
         println!();
         println!("Kernel matrix ({}):", run_line(&args.args));
-        print!("{}", matrix::render(&rows, accel(args)));
+        print!(
+            "{}",
+            matrix::render(&rows, accel(args), &args.sched_features)
+        );
+        println!("  (summary: {})", summary.display());
     }
     match failed.as_slice() {
         [] => Ok(true),
@@ -324,6 +408,63 @@ fn run_matrix(args: &VmArgs) -> Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// What xtask records next to each run's report (`meta.json`) and in `matrix.json`: how the
+/// kernel was run, the scheduler features in force (as the guest read them back after its
+/// writes; for the host, as read when debugfs is mounted), the figures or the reason. lockrace's
+/// own report does not carry the features yet.
+fn row_meta(
+    row: &Row,
+    args: &VmArgs,
+    guest: Option<&sched::Guest>,
+    image: Option<&Path>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let host = row.label == "host";
+    let figures = row.result.as_ref().ok();
+    let mut v = json!({
+        "label": row.label,
+        "kind": if host { "host" } else { "vm" },
+        "release": figures.map(|f| f.release.clone()),
+        "accel": if host { None } else { Some(accel(args)) },
+        "cpus": if host { None } else { Some(args.cpus) },
+        "mem_mib": if host { None } else { Some(args.mem) },
+        "run_args": args.args,
+        "sched_features": {
+            "requested": if host { Vec::new() } else { args.sched_features.clone() },
+            "in_force": row.sched,
+        },
+        "ok": row.result.is_ok(),
+        "error": row.result.as_ref().err(),
+        "whoops_per_handoff": figures.and_then(|f| f.whoops_per_handoff),
+        "self_barge_share": figures.and_then(|f| f.self_barge_share),
+        "wake_to_run_p50_ns": figures.and_then(|f| f.wake_to_run_p50_ns),
+        "wake_to_run_p99_ns": figures.and_then(|f| f.wake_to_run_p99_ns),
+        "dropped": figures.and_then(|f| f.dropped),
+        "complete": figures.map(|f| f.complete),
+        "report": figures.map(|_| "report.json"),
+    });
+    if let Some(g) = guest {
+        v["sched_features"]["available"] = json!(g.available);
+        v["sched_features"]["unavailable"] = json!(g.unavailable);
+        v["console"] = json!("console.log");
+    }
+    if let Some(i) = image {
+        v["kernel_image"] = json!(i.display().to_string());
+    }
+    v
+}
+
+fn write_json(path: &Path, doc: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(doc).unwrap_or_default() + "\n";
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("xtask vm: cannot write {}: {e}", path.display());
+    }
+}
+
+fn write_meta(dir: &Path, doc: &serde_json::Value) {
+    write_json(&dir.join("meta.json"), doc);
 }
 
 /// Runs lockrace on this machine's kernel, as root, writing target/vm/host/report.json.
@@ -420,8 +561,13 @@ fn fetch_deb(pkg: &str, release: &str, work: &Path, vmlinuz: &Path) -> Result<()
     Ok(())
 }
 
-/// Writes target/vm/initramfs.cpio for lockrace `run_args`.
-fn build_initramfs(lockrace: &Path, vm_dir: &Path, run_args: &[String]) -> Result<PathBuf> {
+/// Writes target/vm/initramfs.cpio for lockrace `run_args` under `sched_features`.
+fn build_initramfs(
+    lockrace: &Path,
+    vm_dir: &Path,
+    run_args: &[String],
+    sched_features: &[String],
+) -> Result<PathBuf> {
     let stage = vm_dir.join("stage");
     std::fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
     // Debug info is most of the binary and of no use in the VM; without strip(1) copy it whole.
@@ -440,7 +586,9 @@ fn build_initramfs(lockrace: &Path, vm_dir: &Path, run_args: &[String]) -> Resul
     }
     .with_context(|| format!("reading {}", lockrace.display()))?;
     let busybox = cmd::which("busybox").ok_or_else(|| {
-        anyhow!("busybox not found in PATH (hint: `cargo xtask setup` installs busybox-static)")
+        anyhow!(
+            "busybox not found in PATH (hint: `cargo xtask setup --for vm` installs busybox-static)"
+        )
     })?;
     let mut libs: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     for bin in [lockrace, busybox.as_path()] {
@@ -459,7 +607,7 @@ fn build_initramfs(lockrace: &Path, vm_dir: &Path, run_args: &[String]) -> Resul
         libs,
     };
     let path = vm_dir.join("initramfs.cpio");
-    std::fs::write(&path, initramfs::build(&payload, run_args))
+    std::fs::write(&path, initramfs::build(&payload, run_args, sched_features))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
@@ -492,6 +640,21 @@ fn boot(
     kernel: &Path,
     initrd: &Path,
     dir: &Path,
+) -> (Result<Figures, String>, sched::Guest) {
+    let release = std::fs::read(kernel).ok().and_then(|b| bzimage_release(&b));
+    let mut console = Console::new(&args.sched_features, release);
+    let result = follow_boot(args, t, kernel, initrd, dir, &mut console);
+    (result, console.sched().clone())
+}
+
+/// [`boot`], reading the console into `console`.
+fn follow_boot(
+    args: &VmArgs,
+    t: &Target,
+    kernel: &Path,
+    initrd: &Path,
+    dir: &Path,
+    console: &mut Console,
 ) -> Result<Figures, String> {
     let label = &t.label;
     let report = dir.join("report.json");
@@ -505,7 +668,7 @@ fn boot(
         "vm {label}: booting {} ({}, {} CPUs, {} MB, limit {} s)...",
         kernel.display(),
         accel(args),
-        args.smp,
+        args.cpus,
         args.mem,
         args.timeout
     );
@@ -514,7 +677,9 @@ fn boot(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run qemu-system-x86_64: {e} (hint: `cargo xtask setup`)"))?;
+        .map_err(|e| {
+            format!("cannot run qemu-system-x86_64: {e} (hint: `cargo xtask setup --for vm`)")
+        })?;
     let start = Instant::now();
     let (tx, rx) = mpsc::channel();
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
@@ -542,7 +707,6 @@ fn boot(
     });
 
     let deadline = start + Duration::from_secs(args.timeout);
-    let mut console = Console::default();
     let mut timed_out = false;
     let mut lockrace_started: Option<Instant> = None;
     loop {
@@ -567,6 +731,9 @@ fn boot(
                     ),
                     Seen::NotRun(why) => println!("vm {label}: lockrace could not run: {why}"),
                     Seen::Panic(msg) => println!("vm {label}: kernel panic: {msg}"),
+                    Seen::SchedInForce(now) => {
+                        println!("vm {label}: scheduler features in force: {}", now.join(" "))
+                    }
                 }
             }
             Ok(Line::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -642,17 +809,81 @@ mod tests {
             "6.1.0-53",
             "--kernel",
             "/k/bzImage",
-            "--smp",
+            "--cpus",
             "4",
+            "--sched-features",
+            "NO_WAKEUP_PREEMPTION,NO_RUN_TO_PARITY",
             "--",
             "--lock",
             "posix",
         ]);
         assert_eq!(a.debian, ["6.1.0-54", "6.1.0-53"]);
         assert_eq!(a.kernel, [PathBuf::from("/k/bzImage")]);
-        assert_eq!((a.smp, a.mem, a.timeout, a.kvm), (4, 512, 300, false));
+        assert_eq!((a.cpus, a.mem, a.timeout, a.kvm), (4, 512, 300, false));
+        assert_eq!(
+            a.sched_features,
+            ["NO_WAKEUP_PREEMPTION", "NO_RUN_TO_PARITY"]
+        );
         assert_eq!(a.args, ["--lock", "posix"]);
-        assert!(Cli::try_parse_from(["vm", "--smp", "0"]).is_err());
+        assert_eq!(parse(&["--smp", "3"]).cpus, 3, "--smp stays an alias");
+        assert_eq!(parse(&[]).cpus, 2);
+        assert!(parse(&[]).sched_features.is_empty());
+    }
+
+    #[test]
+    fn bad_cpus_and_feature_names_are_one_line_usage_errors() {
+        for bad in ["0", "9", "65", "two", ""] {
+            let e = Cli::try_parse_from(["vm", "--cpus", bad]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            let first = e.to_string().lines().next().unwrap().to_string();
+            assert!(
+                first.contains("is not a vCPU count from 1 to 8 (hint:"),
+                "{bad}: {first}"
+            );
+        }
+        let e = Cli::try_parse_from(["vm", "--sched-features", "NO_WAKEUP_PREEMPTION,oops"])
+            .unwrap_err()
+            .to_string();
+        let first = e.lines().next().unwrap();
+        assert!(
+            first.contains("\"oops\" is not a scheduler feature name (hint: upper case"),
+            "{first}"
+        );
+        let twice = ["NO_X", "NO_X"].map(String::from);
+        assert_eq!(
+            check_sched_features(&twice).unwrap_err().to_string(),
+            "--sched-features names NO_X twice"
+        );
+        let both = ["X", "NO_X"].map(String::from);
+        assert_eq!(
+            check_sched_features(&both).unwrap_err().to_string(),
+            "--sched-features asks for both X and NO_X (hint: keep one)"
+        );
+        assert!(check_sched_features(&["NO_X".into(), "Y".into()]).is_ok());
+    }
+
+    #[test]
+    fn features_go_into_the_label_and_cpus_into_qemu() {
+        let a = parse(&[
+            "--debian",
+            "6.12.117+deb12",
+            "--sched-features",
+            "NO_WAKEUP_PREEMPTION,NO_RUN_TO_PARITY",
+            "--cpus",
+            "1",
+        ]);
+        let t = plan(&a, |_| None).unwrap();
+        assert_eq!(
+            t[0].label,
+            "6.12.117+deb12.NO_WAKEUP_PREEMPTION.NO_RUN_TO_PARITY"
+        );
+        assert_eq!(t[0].source, Source::Debian("6.12.117+deb12".into()));
+        let shown = cmd::display(&qemu_command(&a, Path::new("/k"), Path::new("/i")));
+        assert!(shown.contains(" -smp 1 -m 512 "), "{shown}");
+        assert_eq!(
+            plan(&parse(&["--debian", "6.1.0-54"]), |_| None).unwrap()[0].label,
+            "6.1.0-54"
+        );
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! Invariants: markers are found anywhere in a line (the firmware's escape sequences and the
 //! kernel's messages may share it); the report counts only when its length and SHA-256 match the
 //! ones the VM printed before it, and it parses as JSON; a kernel panic wins over every other
-//! reason, because it explains the rest.
+//! reason, because it explains the rest; then scheduler features that could not be applied as
+//! asked (the guest powered off without running lockrace); the features in force are those the
+//! guest read back after its writes ([`super::sched::Guest`]).
+
+use super::sched;
 
 /// Marker prefix of every line /init prints for the host.
 pub const MARK: &str = "===LOCKRACE-";
@@ -25,6 +29,8 @@ pub enum Seen {
     NotRun(String),
     /// The kernel panicked (the message after `Kernel panic - not syncing: `).
     Panic(String),
+    /// The guest read its scheduler features back (after writing the requested ones).
+    SchedInForce(Vec<String>),
 }
 
 /// Where the run is, from the markers seen so far.
@@ -56,6 +62,11 @@ pub struct Console {
     last_line: String,
     /// The last `lockrace: ...` error line lockrace printed.
     last_error: Option<String>,
+    /// What the guest said about its scheduler features.
+    sched: sched::Guest,
+    /// The features asked for (`--sched-features`), and the kernel's release for messages.
+    requested: Vec<String>,
+    release: Option<String>,
 }
 
 /// Removes `\r`, ANSI escape sequences and other control characters.
@@ -90,6 +101,21 @@ fn marker(line: &str) -> Option<&str> {
 }
 
 impl Console {
+    /// A console for a guest asked to run with `requested` scheduler features; `release` (from
+    /// the image, if known) names the kernel in messages printed before lockrace starts.
+    pub fn new(requested: &[String], release: Option<String>) -> Console {
+        Console {
+            requested: requested.to_vec(),
+            release,
+            ..Console::default()
+        }
+    }
+
+    /// What the guest reported about its scheduler features.
+    pub fn sched(&self) -> &sched::Guest {
+        &self.sched
+    }
+
     pub fn phase(&self) -> Phase {
         if self.exit.is_some() || self.not_run.is_some() {
             if self.report.as_ref().is_some_and(|r| r.ended) {
@@ -163,6 +189,13 @@ impl Console {
                 self.not_run = Some(why.clone());
                 Seen::NotRun(why)
             }
+            Some(name) if name.starts_with("SCHED-") => {
+                self.sched.take(m);
+                match (name, &self.sched.in_force) {
+                    ("SCHED-FEATURES", Some(now)) => Seen::SchedInForce(now.clone()),
+                    _ => Seen::Nothing,
+                }
+            }
             Some("REPORT-BEGIN") => {
                 let sha256 = words.next().unwrap_or_default().to_string();
                 let len = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
@@ -188,6 +221,17 @@ impl Console {
     ) -> Result<Vec<u8>, String> {
         if let Some(p) = &self.panic {
             return Err(format!("kernel panic: {p}"));
+        }
+        if let Some(why) = self.sched.error(&self.requested, self.release.as_deref()) {
+            // The guest refused (and powered off before lockrace), or lockrace ran without the
+            // features being reported. A guest that stopped earlier has a better reason below.
+            let g = &self.sched;
+            let refused = g.unknown.is_some()
+                || g.refused.is_some()
+                || (g.unavailable.is_some() && !self.requested.is_empty());
+            if refused || self.running {
+                return Err(why);
+            }
         }
         if let Some(why) = &self.not_run {
             return Err(format!("lockrace could not run in the VM: {why}"));
@@ -487,6 +531,65 @@ mod tests {
             c.verdict(None, Some(300)).unwrap_err(),
             "timed out after 300 s while the VM printed the report"
         );
+    }
+
+    #[test]
+    fn scheduler_features_are_recorded_and_a_refusal_is_the_reason() {
+        let want = vec!["NO_WAKEUP_PREEMPTION".to_string()];
+        let report = br#"{"schema_version": 1}"#;
+        let mut lines = vec![
+            "===LOCKRACE-SCHED-AVAILABLE PLACE_LAG WAKEUP_PREEMPTION===\r".to_string(),
+            "===LOCKRACE-SCHED-FEATURES PLACE_LAG NO_WAKEUP_PREEMPTION===\r".to_string(),
+        ];
+        lines.extend(good_console(report).into_iter().skip(1));
+        let mut c = Console::new(&want, Some("6.12.117+deb12-cloud-amd64".into()));
+        let seen: Vec<Seen> = lines.iter().map(|l| c.feed(l)).collect();
+        assert_eq!(
+            seen[1],
+            Seen::SchedInForce(vec!["PLACE_LAG".into(), "NO_WAKEUP_PREEMPTION".into()])
+        );
+        assert_eq!(c.verdict(None, None).unwrap(), report);
+        assert_eq!(
+            c.sched().available.as_deref().unwrap(),
+            ["PLACE_LAG", "WAKEUP_PREEMPTION"]
+        );
+
+        // The guest does not have the feature: it says so and powers off.
+        let mut c = Console::new(
+            &["NO_FOO".into()],
+            Some("6.12.117+deb12-cloud-amd64".into()),
+        );
+        for l in [
+            "===LOCKRACE-SCHED-AVAILABLE PLACE_LAG NO_NEXT_BUDDY===\r",
+            "===LOCKRACE-SCHED-UNKNOWN NO_FOO===\r",
+            "[    3.2] reboot: Power down\r",
+        ] {
+            c.feed(l);
+        }
+        assert_eq!(
+            c.verdict(None, None).unwrap_err(),
+            "unknown scheduler feature NO_FOO in 6.12.117+deb12-cloud-amd64; this kernel has: \
+             NEXT_BUDDY PLACE_LAG (hint: --sched-features NAME turns one on, NO_NAME off)"
+        );
+        // A refusal beats the timeout it may have caused; a silent boot keeps its own reason.
+        assert!(
+            c.verdict(None, Some(60))
+                .unwrap_err()
+                .starts_with("unknown scheduler feature")
+        );
+        let silent = Console::new(&want, None);
+        assert_eq!(
+            silent.verdict(None, Some(60)).unwrap_err(),
+            "timed out after 60 s while the kernel booted (no output from /init)"
+        );
+        // Without a request, a kernel without the file runs as usual.
+        let mut c = Console::new(&[], None);
+        c.feed("===LOCKRACE-SCHED-UNAVAILABLE no /sys/kernel/debug/sched/features===");
+        for l in good_console(report) {
+            c.feed(&l);
+        }
+        assert_eq!(c.verdict(None, None).unwrap(), report);
+        assert_eq!(c.sched().in_force, None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The VM's initramfs: a newc cpio archive (written here, no external tool) holding lockrace,
 //! the shared libraries `ldd` lists for it and the dynamic loader, busybox, /dev/console, and an
-//! /init script that runs `lockrace run ARGS --json /report.json` and prints the report framed
-//! and checksummed on the serial console.
+//! /init script that applies the requested scheduler features, runs `lockrace run ARGS --json
+//! /report.json` and prints the report framed and checksummed on the serial console.
 //!
 //! Invariants: /init never exits (PID 1 exiting panics the kernel): it powers off with
 //! `poweroff -f` and waits; lockrace's arguments reach it exactly (each one single-quoted);
@@ -163,8 +163,9 @@ pub fn check_run_args(args: &[String]) -> Result<()> {
 /// Where the report lands inside the VM.
 pub const GUEST_REPORT: &str = "/report.json";
 
-/// The /init script: mount what lockrace needs, run it, print the markers and the report.
-pub fn init_script(run_args: &[String]) -> String {
+/// The /init script: mount what lockrace needs, apply and report the scheduler features
+/// ([`super::sched::guest_script`]), run lockrace, print the markers and the report.
+pub fn init_script(run_args: &[String], sched_features: &[String]) -> String {
     let mut args: Vec<String> = run_args.iter().map(|a| shell_quote(a)).collect();
     args.extend(["--json".to_string(), GUEST_REPORT.to_string()]);
     format!(
@@ -173,13 +174,18 @@ pub fn init_script(run_args: &[String]) -> String {
 # PID 1 must never exit (the kernel panics), so every path ends in `poweroff -f`.
 export PATH=/bin
 /bin/busybox --install -s /bin
+halt_vm() {{
+  dmesg -n 1
+  poweroff -f
+  while true; do sleep 60; done
+}}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /tmp
-read up idle < /proc/uptime
+{sched}read up idle < /proc/uptime
 echo "===LOCKRACE-RUNNING $(uname -r) $up==="
 /bin/lockrace run {args}
 rc=$?
@@ -201,6 +207,7 @@ while true; do sleep 60; done
 "#,
         args = args.join(" "),
         report = GUEST_REPORT,
+        sched = super::sched::guest_script(sched_features),
     )
 }
 
@@ -213,7 +220,7 @@ pub struct Payload {
 }
 
 /// The whole archive.
-pub fn build(payload: &Payload, run_args: &[String]) -> Vec<u8> {
+pub fn build(payload: &Payload, run_args: &[String], sched_features: &[String]) -> Vec<u8> {
     let mut cpio = Cpio::default();
     for d in [
         "bin",
@@ -223,6 +230,7 @@ pub fn build(payload: &Payload, run_args: &[String]) -> Vec<u8> {
         "tmp",
         "run",
         "sys/kernel/tracing",
+        "sys/kernel/debug",
         "sys/fs/bpf",
     ] {
         cpio.dir(d);
@@ -234,7 +242,11 @@ pub fn build(payload: &Payload, run_args: &[String]) -> Vec<u8> {
     for (path, data) in &payload.libs {
         cpio.file(&path_str(path), 0o755, data);
     }
-    cpio.file("init", 0o755, init_script(run_args).as_bytes());
+    cpio.file(
+        "init",
+        0o755,
+        init_script(run_args, sched_features).as_bytes(),
+    );
     cpio.finish()
 }
 
@@ -273,7 +285,7 @@ mod tests {
     #[test]
     fn init_passes_arguments_exactly_and_always_powers_off() {
         let args = ["--lock", "posix", "--note", "it's a test", ""].map(String::from);
-        let init = init_script(&args);
+        let init = init_script(&args, &[]);
         assert!(
             init.contains(
                 "/bin/lockrace run --lock posix --note 'it'\\''s a test' '' --json /report.json\n"
@@ -289,6 +301,25 @@ mod tests {
     }
 
     #[test]
+    fn init_applies_the_scheduler_features_before_lockrace_runs() {
+        let features = ["NO_WAKEUP_PREEMPTION", "NO_RUN_TO_PARITY"].map(String::from);
+        let init = init_script(&["--iterations".into(), "5".into()], &features);
+        let at = |needle: &str| {
+            init.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} not in:\n{init}"))
+        };
+        assert!(at("halt_vm() {") < at("halt_vm\n"));
+        assert!(at("mount -t sysfs") < at("mount -t debugfs debugfs /sys/kernel/debug"));
+        assert!(at("want=\"NO_WAKEUP_PREEMPTION NO_RUN_TO_PARITY\"") < at("===LOCKRACE-SCHED-"));
+        assert!(at("===LOCKRACE-SCHED-FEATURES") < at("===LOCKRACE-RUNNING"));
+        assert!(at("===LOCKRACE-RUNNING") < at("/bin/lockrace run --iterations 5"));
+        // Without features the fragment only reports what is in force.
+        let plain = init_script(&[], &[]);
+        assert!(plain.contains("want=\"\"\n"), "{plain}");
+        assert!(plain.contains("===LOCKRACE-SCHED-FEATURES $(cat $F)==="));
+    }
+
+    #[test]
     fn run_args_that_xtask_owns_are_refused() {
         let ok = ["--lock", "posix", "--no-baseline"].map(String::from);
         assert!(check_run_args(&ok).is_ok());
@@ -297,7 +328,7 @@ mod tests {
         }
     }
 
-    /// Lists an archive with cpio(1) (installed by `cargo xtask setup`).
+    /// Lists an archive with cpio(1) (installed by `cargo xtask setup --for test`).
     fn cpio_list(archive: &[u8]) -> String {
         use std::io::Write;
         let mut child = std::process::Command::new("cpio")
@@ -305,7 +336,7 @@ mod tests {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("cpio(1) must be installed (cargo xtask setup installs it)");
+            .expect("cpio(1) must be installed (`cargo xtask setup --for test` installs it)");
         child.stdin.take().unwrap().write_all(archive).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "cpio -t failed: {out:?}");
@@ -319,7 +350,11 @@ mod tests {
             busybox: vec![1, 2, 3],
             libs: vec![(PathBuf::from("/lib64/ld-linux-x86-64.so.2"), vec![9; 5])],
         };
-        let archive = build(&payload, &["--iterations".into(), "5".into()]);
+        let archive = build(
+            &payload,
+            &["--iterations".into(), "5".into()],
+            &["NO_WAKEUP_PREEMPTION".into()],
+        );
         assert_eq!(archive.len() % 512, 0);
         let listing = cpio_list(&archive);
         let names: Vec<&str> = listing

@@ -20,11 +20,35 @@ pub struct Figures {
     pub complete: bool,
 }
 
-/// A row: the kernel's label and its figures or why it has none.
+/// A row: the kernel's label, its figures or why it has none, and the scheduler features in
+/// force during the run (None: the kernel did not show them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub label: String,
     pub result: Result<Figures, String>,
+    pub sched: Option<Vec<String>>,
+}
+
+/// The table's scheduler-features cell: the requested names that were in force, `as booted`
+/// when nothing was requested (or for the host, where nothing is written) and the kernel showed
+/// its features, `-` when it did not.
+pub fn sched_cell(row: &Row, requested: &[String]) -> String {
+    match &row.sched {
+        None => "-".into(),
+        Some(_) if requested.is_empty() || row.label == "host" => "as booted".into(),
+        Some(now) => {
+            let set: Vec<&str> = requested
+                .iter()
+                .map(String::as_str)
+                .filter(|r| now.iter().any(|n| n == r))
+                .collect();
+            if set.is_empty() {
+                "-".into()
+            } else {
+                set.join(",")
+            }
+        }
+    }
 }
 
 fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
@@ -104,8 +128,9 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map(f).unwrap_or_else(|| "-".into())
 }
 
-/// The table, then one line per kernel without figures (pure).
-pub fn render(rows: &[Row], accel: &str) -> String {
+/// The table, then one line per kernel without figures (pure). With `requested` scheduler
+/// features, a last column shows those in force in each row.
+pub fn render(rows: &[Row], accel: &str, requested: &[String]) -> String {
     let header = [
         "kernel",
         "release",
@@ -115,9 +140,12 @@ pub fn render(rows: &[Row], accel: &str) -> String {
         "p99",
         "dropped",
     ];
-    let mut cells: Vec<[String; 7]> = vec![header.map(String::from)];
+    let mut cells: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
+    if !requested.is_empty() {
+        cells[0].push("sched features".into());
+    }
     for r in rows {
-        cells.push(match &r.result {
+        let mut row: Vec<String> = match &r.result {
             Ok(f) => [
                 r.label.clone(),
                 format!(
@@ -130,7 +158,8 @@ pub fn render(rows: &[Row], accel: &str) -> String {
                 opt(f.wake_to_run_p50_ns, fmt_ns),
                 opt(f.wake_to_run_p99_ns, fmt_ns),
                 opt(f.dropped, |v| v.to_string()),
-            ],
+            ]
+            .to_vec(),
             Err(_) => [
                 r.label.clone(),
                 "FAILED".into(),
@@ -139,10 +168,15 @@ pub fn render(rows: &[Row], accel: &str) -> String {
                 "-".into(),
                 "-".into(),
                 "-".into(),
-            ],
-        });
+            ]
+            .to_vec(),
+        };
+        if !requested.is_empty() {
+            row.push(sched_cell(r, requested));
+        }
+        cells.push(row);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..cells[0].len())
         .map(|i| {
             cells
                 .iter()
@@ -156,7 +190,7 @@ pub fn render(rows: &[Row], accel: &str) -> String {
         let mut line = String::from("  ");
         for (i, cell) in c.iter().enumerate() {
             let pad = widths[i] - cell.chars().count();
-            if i < 2 {
+            if i < 2 || i == 7 {
                 line.push_str(cell);
                 line.push_str(&" ".repeat(pad + 2));
             } else {
@@ -222,13 +256,15 @@ mod tests {
             Row {
                 label: "host".into(),
                 result: Ok(figures(&fixture("base.json"))),
+                sched: None,
             },
             Row {
                 label: "6.1.0-53".into(),
                 result: Err("kernel panic: VFS: Unable to mount root fs".into()),
+                sched: None,
             },
         ];
-        let t = render(&rows, "TCG");
+        let t = render(&rows, "TCG", &[]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
@@ -246,5 +282,38 @@ mod tests {
             lines[4],
             "  6.1.0-53: kernel panic: VFS: Unable to mount root fs"
         );
+    }
+
+    #[test]
+    fn requested_scheduler_features_get_a_column() {
+        let want = vec!["NO_WAKEUP_PREEMPTION".to_string()];
+        let in_force: Vec<String> = ["PLACE_LAG", "NO_WAKEUP_PREEMPTION"]
+            .map(String::from)
+            .to_vec();
+        let rows = vec![
+            Row {
+                label: "host".into(),
+                result: Ok(figures(&fixture("base.json"))),
+                sched: Some(vec!["WAKEUP_PREEMPTION".into()]),
+            },
+            Row {
+                label: "6.12.117+deb12.NO_WAKEUP_PREEMPTION".into(),
+                result: Ok(figures(&fixture("base.json"))),
+                sched: Some(in_force.clone()),
+            },
+            Row {
+                label: "6.1.0-54.NO_WAKEUP_PREEMPTION".into(),
+                result: Err("unknown scheduler feature".into()),
+                sched: None,
+            },
+        ];
+        let t = render(&rows, "TCG", &want);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].ends_with("dropped  sched features"), "{t}");
+        assert!(lines[1].ends_with("  as booted"), "{t}");
+        assert!(lines[2].ends_with("  NO_WAKEUP_PREEMPTION"), "{t}");
+        assert!(lines[3].ends_with("  -"), "{t}");
+        assert_eq!(sched_cell(&rows[1], &[]), "as booted");
+        assert_eq!(sched_cell(&rows[0], &want), "as booted");
     }
 }
