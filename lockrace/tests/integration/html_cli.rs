@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-mod html_support;
-use html_support::assert_self_contained;
+use crate::html_support::assert_self_contained;
 
 fn lockrace(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lockrace"))

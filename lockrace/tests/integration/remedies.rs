@@ -2,23 +2,15 @@
 //! hold mutual exclusion with no whoops, a dead peer ends the survivor promptly, the eventfd
 //! handshake accepts exactly memfd + 2 eventfds, `--scenario upgrade|mixed` run and show what
 //! each role saw, and `compare-sync` prints its 8 rows and valid JSON.
-mod workload_support;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::workload_support::*;
 use lockrace::report::model::Document;
 use lockrace::workload::WorkloadReport;
 use serde_json::Value;
-use workload_support::*;
-
-/// One workload at a time (2-core machines: two runs side by side share every CPU).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// `lockrace run --no-trace ARGS --json F`: must succeed; returns the document and stdout.
 fn run(args: &[&str], limit: Duration) -> (Document, String) {

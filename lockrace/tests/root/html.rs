@@ -8,8 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-mod html_support;
-use html_support::assert_self_contained;
+use crate::html_support::assert_self_contained;
 
 fn lockrace() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lockrace"))

@@ -1,6 +1,5 @@
 //! Bad input and faults for the workload: clap errors, socket paths that are not sockets,
 //! hostile datagrams, a server with no client, peers that die or stop, and signals to `run`.
-mod workload_support;
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -9,9 +8,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::workload_support::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use workload_support::*;
 
 fn signal(pid: u32, sig: Signal) {
     kill(Pid::from_raw(pid as i32), sig).unwrap();
@@ -19,6 +18,7 @@ fn signal(pid: u32, sig: Signal) {
 
 #[test]
 fn iterations_must_be_a_positive_number() {
+    let _one = serial();
     for sub in ["run", "server", "client"] {
         for bad in ["0", "-1", "ten"] {
             let mut cmd = lockrace();
@@ -61,6 +61,7 @@ fn server(sock: &Path, extra: &[&str]) -> Child {
 
 #[test]
 fn socket_paths_that_are_not_sockets_are_refused_and_left_alone() {
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, b"precious").unwrap();
@@ -101,6 +102,7 @@ fn socket_paths_that_are_not_sockets_are_refused_and_left_alone() {
 
 #[test]
 fn a_stale_socket_is_replaced() {
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s");
     drop(UnixDatagram::bind(&sock).unwrap()); // leaves a socket file nobody is bound to
@@ -122,6 +124,7 @@ fn a_stale_socket_is_replaced() {
 
 #[test]
 fn a_server_without_a_client_times_out() {
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s");
     let t0 = Instant::now();
@@ -188,6 +191,7 @@ fn hostile(fds: &[RawFd]) -> String {
 
 #[test]
 fn hostile_datagrams_are_refused_with_distinct_messages() {
+    let _one = serial();
     let all = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
     let (pipe_r, _pipe_w) = nix::unistd::pipe().unwrap();
     let file = tempfile::tempfile().unwrap();
@@ -243,6 +247,7 @@ fn hostile_datagrams_are_refused_with_distinct_messages() {
 
 #[test]
 fn the_server_closes_what_it_refuses() {
+    let _one = serial();
     // The unit test handshake::a_rejected_descriptor_is_closed checks the closing itself (in
     // process, before any exit); here: the message says so and nothing keeps the pipe open.
     let (r, w) = nix::unistd::pipe().unwrap();
@@ -280,6 +285,7 @@ const LONG: [&str; 6] = [
 
 #[test]
 fn a_survivor_gives_up_when_its_peer_dies() {
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let (srv, mut cli) = pair(dir.path(), &LONG);
     std::thread::sleep(Duration::from_millis(400));
@@ -294,6 +300,7 @@ fn a_survivor_gives_up_when_its_peer_dies() {
 
 #[test]
 fn a_survivor_gives_up_when_its_peer_freezes() {
+    let _one = serial();
     // A stopped peer may hold the lock: the survivor is then blocked in F_SETLKW, and only the
     // watchdog can end it.
     let dir = tempfile::tempdir().unwrap();
@@ -309,6 +316,7 @@ fn a_survivor_gives_up_when_its_peer_freezes() {
 
 #[test]
 fn roles_exit_promptly_on_sigint_and_sigterm() {
+    let _one = serial();
     for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
         // Waiting for the datagram.
         let dir = tempfile::tempdir().unwrap();
@@ -372,6 +380,7 @@ fn rest(mut err: BufReader<std::process::ChildStderr>) -> String {
 
 #[test]
 fn run_names_a_child_that_died_and_stops_the_other() {
+    let _one = serial();
     for victim in ["client", "server"] {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("run.json");
@@ -414,6 +423,7 @@ fn run_names_a_child_that_died_and_stops_the_other() {
 
 #[test]
 fn sigterm_and_sigint_to_run_stop_everything_and_clean_up() {
+    let _one = serial();
     for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
         let parent = tempfile::tempdir().unwrap();
         let (mut run, server, client, err) = start_run(&[

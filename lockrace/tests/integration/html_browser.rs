@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod html_support;
-use html_support::assert_self_contained;
+use crate::html_support::assert_self_contained;
 
 /// The browser binary, or a failure that says how to get it.
 fn chromium() -> PathBuf {

@@ -1,19 +1,10 @@
 //! `lockrace run --no-trace` end to end: every lock flavour and share mode completes, the JSON
 //! document is the versioned one, and the inside counter shows which setups really exclude.
-mod workload_support;
 
 use std::time::Duration;
 
+use crate::workload_support::*;
 use lockrace::report::model::Document;
-use workload_support::*;
-
-/// One workload at a time: two runs side by side on a 2-core machine make every role share a
-/// CPU, and a lock handoff between roles on one CPU costs a scheduler slice.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const LOCKS: [&str; 4] = ["posix", "ofd", "flock", "lockf"];
 const SHARES: [&str; 2] = ["same", "reopen"];

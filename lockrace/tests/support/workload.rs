@@ -5,7 +5,17 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// One workload at a time, across every test of the binary: two runs side by side on a 2-core
+/// machine make every role share a CPU, and a lock handoff between roles on one CPU costs a
+/// scheduler slice. Every test that starts `run`, `server` or `client` holds it.
+static ONE_WORKLOAD: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    ONE_WORKLOAD.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lockrace");
 

@@ -1,13 +1,12 @@
 //! Interop with seed-style peers written in Python 3 (tests/fixtures/seed_*.py): the defaults
 //! (OFD lock, one shared description, state in the shared file offset, 64-byte sealed memfd)
 //! are the seed's, so a Python server works with `lockrace client` and vice versa.
-mod workload_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use workload_support::*;
+use crate::workload_support::*;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +28,7 @@ fn python(script: &str, sock: &Path) -> Command {
 
 #[test]
 fn python_server_with_lockrace_client() {
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s");
     let py = python("seed_server.py", &sock).spawn().unwrap();
@@ -53,6 +53,7 @@ fn python_server_with_lockrace_client() {
 
 #[test]
 fn lockrace_server_with_python_client() {
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s");
     let server = lockrace()

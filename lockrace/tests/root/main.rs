@@ -1,0 +1,17 @@
+//! The root-only integration tests, one binary with a module per area: real eBPF programs on
+//! the real kernel, real events. `cargo xtask test` builds this binary as the current user and
+//! runs it as root, one test at a time (`--test-threads=1`: the tests attach programs and time
+//! lock handoffs, so they must not overlap), with `LOCKRACE_REQUIRE_ROOT_TESTS=1`. They FAIL,
+//! never skip, when eBPF cannot load; run by hand: `sudo -E cargo test -p lockrace --test root
+//! -- --test-threads=1` (or name a module: `... --test root hardening::`).
+#[path = "../support/html.rs"]
+mod html_support;
+
+mod bench;
+mod capture;
+mod hardening;
+mod html;
+mod remedies;
+mod run;
+mod trace;
+mod vm;
