@@ -1,6 +1,7 @@
 //! Command-line surface: flags are parsed here (clap), then validated into typed configs by the
 //! subcommand modules. Nothing in this file touches the system.
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -370,6 +371,33 @@ pub struct CompareSyncArgs {
     /// (internal, for tests) create the runs' private temp dirs under DIR instead of $TMPDIR.
     #[arg(long, value_name = "DIR", hide = true)]
     pub tmpdir_parent: Option<PathBuf>,
+}
+
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .try_init();
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => crate::workload::run::main(args, cli.verbose),
+        Command::Server(args) => crate::workload::role::server_main(args),
+        Command::Client(args) => crate::workload::role::client_main(args),
+        Command::Record(args) => crate::capture::record::main(args),
+        Command::Trace(args) => crate::trace::main(args),
+        Command::Report(args) => crate::report::offline::main(args),
+        Command::Compare(args) => crate::compare::main(args),
+        Command::CompareSync(args) => crate::workload::compare_sync::main(args),
+        Command::Bench(cmd) => crate::bench::main(cmd),
+    }
 }
 
 #[cfg(test)]

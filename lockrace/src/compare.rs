@@ -141,7 +141,7 @@ pub struct Identity {
 /// Checks that `text` is a lockrace JSON report this lockrace reads; `name` is for messages.
 pub fn parse_report(text: &str, name: &str) -> anyhow::Result<Value> {
     let not_report = || {
-        crate::app::hinted(
+        crate::error::hinted(
             format!("{name} is not a lockrace report"),
             "write one with `lockrace run --json FILE` or `lockrace report EVENTS --json FILE`",
         )
@@ -154,7 +154,7 @@ pub fn parse_report(text: &str, name: &str) -> anyhow::Result<Value> {
         return Err(not_report());
     };
     if version != u64::from(SCHEMA_VERSION) {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             format!("{name} has schema_version {version}, this lockrace reads {SCHEMA_VERSION}"),
             "compare reports written by the same lockrace version",
         ));
@@ -265,7 +265,7 @@ pub struct Bound {
 /// Pairs each `--metric` with the `--max-increase` at the same position (pure).
 pub fn parse_bounds(metrics: &[String], max_increase: &[f64]) -> anyhow::Result<Vec<Bound>> {
     if metrics.len() != max_increase.len() {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             format!(
                 "each --metric needs one --max-increase (got {} --metric, {} --max-increase)",
                 metrics.len(),
@@ -280,7 +280,7 @@ pub fn parse_bounds(metrics: &[String], max_increase: &[f64]) -> anyhow::Result<
         .map(|(name, &pct)| {
             let metric = find_metric(name).ok_or_else(|| {
                 let names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
-                crate::app::hinted(
+                crate::error::hinted(
                     format!("unknown metric {name:?}"),
                     format!("one of {}", names.join(", ")),
                 )
@@ -337,7 +337,7 @@ pub fn check(
             let name = bound.metric.name;
             let get = |m: &Metrics, file: &str| {
                 m.get(name).ok_or_else(|| {
-                    crate::app::hinted(
+                    crate::error::hinted(
                         format!("{file} has no {name}"),
                         "bound only metrics both reports have; an untraced run has only \
                          whoops_per_handoff and handoffs_per_s",
@@ -488,7 +488,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
         anyhow::bail!("{} is a directory, not a report", path.display());
     }
     std::fs::read_to_string(path).map_err(|e| {
-        crate::app::hinted(
+        crate::error::hinted(
             format!("cannot read {}: {e}", path.display()),
             "write a report with `lockrace run --json FILE`",
         )
@@ -508,7 +508,7 @@ pub fn main(args: CompareArgs) -> anyhow::Result<ExitCode> {
         Ok((text, checked)) => {
             print!("{text}");
             if let Err(e) = crate::report::html::write_comparison(&args, &checked) {
-                eprintln!("lockrace: {}", crate::app::render_error(&e));
+                eprintln!("lockrace: {}", crate::error::render_error(&e));
                 return Ok(ExitCode::from(EXIT_BAD_INPUT));
             }
             let code = exit_code(&checked);
@@ -528,7 +528,7 @@ pub fn main(args: CompareArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
         Err(e) => {
-            eprintln!("lockrace: {}", crate::app::render_error(&e));
+            eprintln!("lockrace: {}", crate::error::render_error(&e));
             Ok(ExitCode::from(EXIT_BAD_INPUT))
         }
     }
@@ -611,7 +611,7 @@ mod tests {
         let r = bounds(pairs).and_then(|bs| compare_texts(("a.json", "b.json"), (a, b), &bs));
         match r {
             Ok((text, checked)) => (exit_code(&checked), text),
-            Err(e) => (EXIT_BAD_INPUT, crate::app::render_error(&e)),
+            Err(e) => (EXIT_BAD_INPUT, crate::error::render_error(&e)),
         }
     }
 

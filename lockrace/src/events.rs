@@ -588,7 +588,7 @@ impl FileHeader {
         FileHeader {
             format: FILE_FORMAT_VERSION,
             lockrace_version: env!("CARGO_PKG_VERSION").to_string(),
-            kernel_release: crate::report::model::kernel_release(),
+            kernel_release: crate::host::kernel_release(),
             command: command.into(),
             raw_pointers: false,
         }

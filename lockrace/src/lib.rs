@@ -5,12 +5,13 @@
 //! (pure functions) -> `report` (terminal, JSON, Perfetto). Saved JSONL events re-enter at
 //! `events`, so offline and live reports are the same code.
 pub mod analysis;
-pub mod app;
 pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod compare;
+pub mod error;
 pub mod events;
+pub mod host;
 pub mod progress;
 pub mod redact;
 pub mod report;

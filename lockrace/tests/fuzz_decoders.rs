@@ -751,7 +751,7 @@ fn analyze_file_never_panics_on_mutated_files() {
                         "the Perfetto trace is not JSON"
                     );
                 }
-                Err(e) => prop_assert!(!lockrace::app::render_error(&e).is_empty()),
+                Err(e) => prop_assert!(!lockrace::error::render_error(&e).is_empty()),
             }
             Ok(())
         },

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use nix::{sys::signal, unistd::Pid};
 
 use super::{Capture, CaptureStats, Collector, Filter};
-use crate::{app::hinted, cli::RecordArgs, events::Meta, signals};
+use crate::{cli::RecordArgs, error::hinted, events::Meta, signals};
 
 /// How long a command gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
@@ -225,7 +225,7 @@ pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
                 eprintln!(
                     "lockrace: command not found: {}{}",
                     cfg.cmd[0],
-                    crate::app::COMMAND_NOT_FOUND_HINT
+                    crate::error::COMMAND_NOT_FOUND_HINT
                 );
                 return Ok(ExitCode::from(127));
             }

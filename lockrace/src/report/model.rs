@@ -382,10 +382,3 @@ impl Document {
         }
     }
 }
-
-/// `uname -r` of the running kernel.
-pub fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".to_string())
-}

@@ -19,8 +19,8 @@ use anyhow::Context;
 use super::model::{CaptureInfo, Document};
 use super::perfetto::PerfettoWriter;
 use crate::analysis::{AnalysisInput, Analyzer};
-use crate::app::hinted;
 use crate::cli::ReportArgs;
+use crate::error::hinted;
 use crate::events::{self, Event, JsonError};
 
 /// Longest line accepted (a lockrace event is ~400 bytes).

@@ -35,12 +35,12 @@ use anyhow::Context as _;
 use self::{names::Names, sink::TraceSink};
 use crate::{
     analysis::{Analysis, AnalysisInput, Analyzer},
-    app::hinted,
     capture::{
         Capture, CaptureStats, Collector, Filter,
         record::{self, RecordConfig, Stop},
     },
     cli::TraceArgs,
+    error::hinted,
     report::{
         self,
         model::{CaptureInfo, Document, TraceInfo},
@@ -210,7 +210,7 @@ pub fn document(
     traced: Duration,
 ) -> Document {
     let open = drop_cut_requests(&mut analysis);
-    let mut doc = Document::new(report::model::kernel_release());
+    let mut doc = Document::new(crate::host::kernel_release());
     doc.kernel.lock_field_names = lock_field_names.to_string();
     doc.capture = Some(CaptureInfo {
         events: stats.events,
@@ -262,7 +262,7 @@ fn start_command(cmd: &[String]) -> Result<std::process::Child, (u8, String)> {
             format!(
                 "command not found: {}{}",
                 cmd[0],
-                crate::app::COMMAND_NOT_FOUND_HINT
+                crate::error::COMMAND_NOT_FOUND_HINT
             ),
         )),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -279,7 +279,7 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     {
         eprintln!(
             "lockrace: command not found: {name}{}",
-            crate::app::COMMAND_NOT_FOUND_HINT
+            crate::error::COMMAND_NOT_FOUND_HINT
         );
         return Ok(ExitCode::from(127));
     }

@@ -20,11 +20,10 @@ pub const MAX_TRIES: u8 = 4;
 pub const MAX_FDS: usize = 4096;
 
 /// A user-space `st_dev` (glibc's encoding) in the kernel's `s_dev` encoding, the one the
-/// filelock tracepoints report: `major << 20 | minor`.
+/// filelock tracepoints report: `major << 20 | minor`, as the 32 bits the events carry (the
+/// kernel's majors have 12 bits, its minors 20).
 pub fn kernel_dev(st_dev: u64) -> u32 {
-    let major = ((st_dev >> 8) & 0xfff) | ((st_dev >> 32) & !0xfff);
-    let minor = (st_dev & 0xff) | ((st_dev >> 12) & !0xff);
-    ((major as u32) << 20) | (minor as u32 & 0xf_ffff)
+    crate::host::kernel_dev(st_dev) as u32
 }
 
 /// (dev, ino) of a path, in the tracepoints' encoding (follows symlinks).

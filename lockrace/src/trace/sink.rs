@@ -146,8 +146,7 @@ impl Sink for TraceSink {
             // Every process that ever locked would otherwise stay in the analyzer's task table
             // (a `--path` trace of a cron job sees a new process each run).
             self.next_prune = Instant::now() + PRUNE_EVERY;
-            let before =
-                crate::workload::monotonic_ns().saturating_sub(TASK_IDLE.as_nanos() as u64);
+            let before = crate::host::monotonic_ns().saturating_sub(TASK_IDLE.as_nanos() as u64);
             self.analyzer.prune_tasks(before);
         }
         let due = self
@@ -158,7 +157,7 @@ impl Sink for TraceSink {
             // Events stay in the reorder buffer until a newer one comes: when the traced
             // programs went quiet, time alone releases them (with a margin for records still
             // on their way into the ring).
-            let now = crate::workload::monotonic_ns();
+            let now = crate::host::monotonic_ns();
             self.analyzer
                 .advance(now.saturating_sub(QUIET_MARGIN.as_nanos() as u64));
             let table = self.interval_table();

@@ -334,7 +334,7 @@ pub fn traced_figures(doc: &crate::report::model::Document) -> TracedFigures {
 
 fn failed(p: &Primitive, outcome: &RunOutcome) -> anyhow::Error {
     let why = outcome.incomplete_reasons().join("; ");
-    crate::app::hinted(
+    crate::error::hinted(
         format!("the {} run failed: {why}", p.name),
         "raise --stall-timeout on a loaded machine, or run that primitive alone with `lockrace run`",
     )
@@ -407,7 +407,7 @@ pub fn measure(
     Ok(CompareSyncReport {
         report: "lockrace-compare-sync".to_string(),
         lockrace_version: env!("CARGO_PKG_VERSION").to_string(),
-        kernel_release: crate::report::model::kernel_release(),
+        kernel_release: crate::host::kernel_release(),
         iterations: cfg.iterations,
         repeat: cfg.repeat,
         traced: !traced_rows.is_empty(),
@@ -540,7 +540,7 @@ pub fn main(args: CompareSyncArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(std::env::temp_dir);
     if !tmpdir_parent.is_dir() {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             format!("{} is not a directory", tmpdir_parent.display()),
             "set TMPDIR to a writable directory",
         ));

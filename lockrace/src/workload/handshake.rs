@@ -26,7 +26,7 @@ use nix::sys::socket::{
 };
 
 use super::MEMFD_SIZE;
-use crate::app::hinted;
+use crate::error::hinted;
 
 /// The datagram's payload (the seed sends a short message with the fd; at most 20 bytes).
 pub const HELLO: &[u8] = b"lockrace memfd";
@@ -621,7 +621,7 @@ pub fn reopen(fd: BorrowedFd<'_>) -> anyhow::Result<OwnedFd> {
 /// The memfd's (kernel-encoded dev, inode).
 pub fn memfd_id(fd: BorrowedFd<'_>) -> anyhow::Result<(u64, u64)> {
     let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("cannot fstat the memfd")?;
-    Ok((super::kernel_dev(st.st_dev), st.st_ino))
+    Ok((crate::host::kernel_dev(st.st_dev), st.st_ino))
 }
 
 /// Printable payload for logs.
@@ -771,7 +771,7 @@ mod tests {
             (&link, "symbolic link"),
             (&sub, "directory"),
         ] {
-            let err = crate::app::render_error(&prepare_socket_path(p).unwrap_err());
+            let err = crate::error::render_error(&prepare_socket_path(p).unwrap_err());
             assert!(err.contains(kind) && err.contains("not a socket"), "{err}");
         }
         assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
@@ -784,7 +784,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         let (live, bound) = bind_server(&path).unwrap();
-        let err = crate::app::render_error(&prepare_socket_path(&path).unwrap_err());
+        let err = crate::error::render_error(&prepare_socket_path(&path).unwrap_err());
         assert!(err.contains("another process is bound"), "{err}");
         drop(live);
         // The socket file remains after close: stale, so it is replaced.
@@ -848,7 +848,7 @@ mod tests {
             let err = validate_for(got(fds), Expect::MemfdAndEventfds)
                 .unwrap_err()
                 .into_error();
-            let msg = crate::app::render_error(&err);
+            let msg = crate::error::render_error(&err);
             assert!(msg.contains(want), "{want}: {msg}");
         }
         let (r, _w) = nix::unistd::pipe().unwrap();
@@ -861,7 +861,7 @@ mod tests {
                 what: "pipe".into()
             }
         );
-        assert!(crate::app::render_error(&err.into_error()).contains("same --sync"));
+        assert!(crate::error::render_error(&err.into_error()).contains("same --sync"));
         // The default mode still refuses the eventfd datagram.
         assert!(matches!(
             validate_for(got(vec![memfd(64, all), ev(), ev()]), Expect::Memfd).unwrap_err(),

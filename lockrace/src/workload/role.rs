@@ -26,11 +26,9 @@ use super::handshake;
 use super::latency::LatencyHist;
 use super::shared::Inside;
 use super::watchdog::Watchdog;
-use super::{
-    Acquisition, Role, RoleReport, format_acquisition_log, lock, lock_name, monotonic_ns,
-    share_name,
-};
+use super::{Acquisition, Role, RoleReport, format_acquisition_log, lock, lock_name, share_name};
 use crate::cli::{LockKind, RoleArgs, Scenario, Share, SyncKind};
+use crate::host::monotonic_ns;
 
 /// A role's validated settings.
 #[derive(Debug, Clone)]
@@ -84,7 +82,7 @@ pub fn effective_lock(
         return Ok((lock, share));
     };
     if sync != SyncKind::Fcntl {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             format!(
                 "--scenario {} is about file locks and cannot use --sync {}",
                 super::scenario::scenario_name(scenario),
@@ -94,11 +92,11 @@ pub fn effective_lock(
         ));
     }
     match (scenario, lock) {
-        (Scenario::Upgrade, LockKind::Lockf) => Err(crate::app::hinted(
+        (Scenario::Upgrade, LockKind::Lockf) => Err(crate::error::hinted(
             "lockf has no shared lock, so there is nothing to upgrade",
             "use --lock posix (lockf is a POSIX lock through fcntl), ofd or flock",
         )),
-        (Scenario::Mixed, LockKind::Flock) => Err(crate::app::hinted(
+        (Scenario::Mixed, LockKind::Flock) => Err(crate::error::hinted(
             "--scenario mixed pairs the server's flock with an fcntl lock on the client",
             "pass --lock posix, ofd or lockf",
         )),
@@ -412,7 +410,7 @@ mod tests {
             ),
         ] {
             let err = effective_lock(Role::Server, lock, Share::Same, sync, Some(scenario));
-            let msg = crate::app::render_error(&err.unwrap_err());
+            let msg = crate::error::render_error(&err.unwrap_err());
             assert!(msg.contains(want), "{msg}");
         }
     }

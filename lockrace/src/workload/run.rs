@@ -20,11 +20,11 @@ use anyhow::Context;
 use nix::sys::signal::{SigmaskHow, Signal};
 
 use super::{
-    Acquisition, Role, RoleReport, WorkloadReport, lock_name, monotonic_ns, parse_acquisition_log,
-    share_name,
+    Acquisition, Role, RoleReport, WorkloadReport, lock_name, parse_acquisition_log, share_name,
 };
 use crate::cli::{LockKind, RunArgs, Scenario, Share, SyncKind};
-use crate::report::model::{Document, kernel_release};
+use crate::host::{kernel_release, monotonic_ns};
+use crate::report::model::Document;
 
 /// A validated `run`.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl RunConfig {
             .clone()
             .unwrap_or_else(std::env::temp_dir);
         if !tmpdir_parent.is_dir() {
-            return Err(crate::app::hinted(
+            return Err(crate::error::hinted(
                 format!("{} is not a directory", tmpdir_parent.display()),
                 "set TMPDIR to a writable directory",
             ));
@@ -512,7 +512,7 @@ pub fn execute(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
                 Err(e) => {
                     failure.get_or_insert(format!(
                         "the {role}'s output is unreadable: {}",
-                        crate::app::render_error(&e)
+                        crate::error::render_error(&e)
                     ));
                 }
             }
@@ -698,7 +698,7 @@ pub fn main(args: RunArgs, _verbose: u8) -> anyhow::Result<ExitCode> {
     crate::progress::enable_run_progress();
     if cfg.scenario.is_some() {
         if args.html.html.is_some() {
-            return Err(crate::app::hinted(
+            return Err(crate::error::hinted(
                 "--html draws the turn loop's report; a scenario writes its own",
                 "drop --html and use --json FILE",
             ));
@@ -707,7 +707,7 @@ pub fn main(args: RunArgs, _verbose: u8) -> anyhow::Result<ExitCode> {
     }
     if cfg.sync != SyncKind::Fcntl && !args.no_trace {
         if args.events.is_some() || args.perfetto.is_some() {
-            return Err(crate::app::hinted(
+            return Err(crate::error::hinted(
                 format!(
                     "--sync {} takes no file lock, so there are no lock events to write",
                     super::sync::sync_name(cfg.sync)
@@ -732,7 +732,7 @@ pub fn main(args: RunArgs, _verbose: u8) -> anyhow::Result<ExitCode> {
         return super::traced::main(&args, &cfg);
     }
     if args.events.is_some() || args.perfetto.is_some() {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             "--events and --perfetto need kernel tracing, which needs root",
             "run it with sudo (and without --no-trace)",
         ));

@@ -34,9 +34,10 @@ use super::shared::{Inside, SCENARIO_OFFSET};
 use super::sync::{Peer, WaitCtx, publish};
 use super::trace_pass::{TraceOptions, traced_execute};
 use super::watchdog::Watchdog;
-use super::{Acquisition, Role, RoleReport, WorkloadReport, lock, lock_name, monotonic_ns};
+use super::{Acquisition, Role, RoleReport, WorkloadReport, lock, lock_name};
 use crate::cli::{RunArgs, Scenario};
-use crate::report::model::{CaptureInfo, kernel_release};
+use crate::host::{kernel_release, monotonic_ns};
+use crate::report::model::CaptureInfo;
 
 /// The CLI spelling of a scenario.
 pub fn scenario_name(s: Scenario) -> &'static str {
@@ -111,7 +112,7 @@ pub fn upgrade_loop(
     let role = cfg.role;
     let kind = cfg.lock;
     if cfg.iterations > MAX_ROUNDS {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             format!("--scenario upgrade runs at most {MAX_ROUNDS} rounds"),
             "lower --iterations",
         ));
@@ -376,7 +377,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     let root = nix::unistd::geteuid().is_root();
     let trace = !args.no_trace && root;
     if !trace && (args.events.is_some() || args.perfetto.is_some()) {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             "--events and --perfetto need kernel tracing, which needs root",
             "run it with sudo (and without --no-trace)",
         ));

@@ -34,8 +34,9 @@ use super::latency::LatencyHist;
 use super::role::{LoopResult, RoleConfig};
 use super::shared::{EVENTFD_TURN_OFFSET, FUTEX_OFFSET, Inside};
 use super::watchdog::{Watchdog, stall_error};
-use super::{Acquisition, Role, RoleReport, eventfd, futex, monotonic_ns};
+use super::{Acquisition, Role, RoleReport, eventfd, futex};
 use crate::cli::SyncKind;
+use crate::host::monotonic_ns;
 
 /// How long one bounded wait lasts before the role checks signals, its peer and the stall.
 pub const SLICE: Duration = Duration::from_millis(100);
@@ -120,7 +121,7 @@ impl Peer {
 
 /// The error of a role whose peer exited while it waited.
 pub fn peer_gone_error(role: Role, pid: u32, waiting_on: &str) -> anyhow::Error {
-    crate::app::hinted(
+    crate::error::hinted(
         format!(
             "the {} (pid {pid}) exited while the {role} waited on {waiting_on}; giving up",
             role.other()
@@ -479,7 +480,7 @@ mod tests {
         let t0 = std::time::Instant::now();
         let word = shared.u32_at(FUTEX_OFFSET);
         let err = ctx.await_word(word, |v| v == 1).unwrap_err();
-        let msg = crate::app::render_error(&err);
+        let msg = crate::error::render_error(&err);
         assert!(msg.contains("the server made no progress for 1 s"), "{msg}");
         assert!(t0.elapsed() < Duration::from_secs(3));
         // A word that already holds the value needs no wait.
@@ -550,7 +551,7 @@ mod tests {
             .pid(Role::Client)
             .store(std::process::id(), Ordering::SeqCst);
         assert_eq!(me.gone(&shared), None);
-        let msg = crate::app::render_error(&peer_gone_error(Role::Client, pid, "its eventfd"));
+        let msg = crate::error::render_error(&peer_gone_error(Role::Client, pid, "its eventfd"));
         assert!(
             msg.starts_with(&format!(
                 "the server (pid {pid}) exited while the client waited on its eventfd"

@@ -853,7 +853,7 @@ fn kernel_map_sizes_follow_the_limits() {
     .err()
     .expect("--max-tasks 1 must be refused");
     assert!(
-        lockrace::app::render_error(&err).contains("--max-tasks 1 is out of range"),
+        lockrace::error::render_error(&err).contains("--max-tasks 1 is out of range"),
         "{err:#}"
     );
 }
