@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::workload::{LockKind, Scenario, Share, SyncKind};
 
 const ABOUT: &str = "When a Linux file lock is released, who gets it next, and why?";
 
@@ -101,59 +103,6 @@ Examples:
   lockrace report ev.jsonl --json report.json --perfetto trace.json
   lockrace report ev.jsonl --html report.html --html-handoffs 8";
 
-/// Lock flavour used by the workload.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LockKind {
-    /// fcntl(F_SETLKW): POSIX record lock, owned by the process.
-    Posix,
-    /// fcntl(F_OFD_SETLKW): open-file-description lock (the seed's choice).
-    Ofd,
-    /// flock(LOCK_EX): BSD lock, owned by the open file description.
-    Flock,
-    /// lockf(F_LOCK): POSIX lock through the libc wrapper.
-    Lockf,
-}
-
-/// How the two roles reach the memfd.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Share {
-    /// Use the received descriptor as is: one open file description for both (the seed).
-    Same,
-    /// Re-open /proc/self/fd/N: each role gets its own open file description.
-    Reopen,
-}
-
-/// How the two roles hand the turn to each other.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum SyncKind {
-    /// A file lock around the turn (`--lock`, `--share`): the seed's experiment.
-    #[default]
-    Fcntl,
-    /// Two eventfds passed with the memfd: each side blocks on its own, then signals the other's.
-    Eventfd,
-    /// A turn word in the shared memfd with FUTEX_WAIT / FUTEX_WAKE (shared, not private).
-    Futex,
-}
-
-/// The probe sets of a traced run (docs/BENCHMARKS.md measures both).
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum ProbeSet {
-    /// Every probe: each lock request from syscall entry to exit, every wakeup of a waiter.
-    #[default]
-    Full,
-    /// Lock decisions and the wakeups and switches of blocked waiters; no syscall enter/exit.
-    Lean,
-}
-
-/// A shape that checks one of the seed's other claims instead of the turn loop.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Scenario {
-    /// Both hold a shared lock; the server upgrades to exclusive, the client then asks for one.
-    Upgrade,
-    /// The server takes flock(), the client the `--lock` fcntl flavour, on the same memfd.
-    Mixed,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct WorkloadArgs {
     /// Lock flavour.
@@ -201,8 +150,8 @@ pub struct RunArgs {
     pub capture: CaptureArgs,
     /// Which probes a traced run attaches (lean: lock decisions and blocked waiters only, one
     /// event per uncontended lock call instead of four, so the race moves less).
-    #[arg(long, value_enum, default_value_t = ProbeSet::Full)]
-    pub probes: ProbeSet,
+    #[arg(long, value_enum, default_value_t = crate::capture::Probes::Full)]
+    pub probes: crate::capture::Probes,
     /// (internal, for tests) create the run's private temp dir under DIR instead of $TMPDIR.
     #[arg(long, value_name = "DIR", hide = true)]
     pub tmpdir_parent: Option<PathBuf>,

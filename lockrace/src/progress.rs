@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::cli::SyncKind;
+use crate::workload::SyncKind;
 use crate::workload::channel::Channel;
 use crate::workload::run::RunConfig;
 use crate::workload::shared::{EVENTFD_TURN_OFFSET, FUTEX_OFFSET};

@@ -214,15 +214,21 @@ pub const PROGRAMS: [(&str, &str); 14] = [
     ("syscalls", "sys_exit_flock"),
 ];
 
-/// Which of [`PROGRAMS`] a capture attaches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which of [`PROGRAMS`] a capture attaches (`--probes`; docs/BENCHMARKS.md measures both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Probes {
     /// All of them: every lock request from syscall entry to exit.
     #[default]
+    #[value(
+        help = "Every probe: each lock request from syscall entry to exit, every wakeup of a waiter"
+    )]
     Full,
     /// [`lockrace_common::LEAN_PROBES`]: the lock decisions and the blocked waiters' wakeups
     /// and switches, one event per uncontended lock call instead of four (a smaller probe
     /// effect); no syscall enter/exit, fcntl_setlk, sched_wakeup or sched_migrate_task events.
+    #[value(
+        help = "Lock decisions and the wakeups and switches of blocked waiters; no syscall enter/exit"
+    )]
     Lean,
 }
 

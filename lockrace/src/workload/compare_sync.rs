@@ -32,8 +32,9 @@ use serde::{Deserialize, Serialize};
 use super::latency::HandoffLatency;
 use super::run::{RunConfig, RunOutcome, execute, fmt_latency};
 use super::trace_pass::{TraceOptions, traced_execute};
+use super::{LockKind, Share, SyncKind};
 use super::{lock_name, share_name};
-use crate::cli::{CompareSyncArgs, LockKind, Share, SyncKind};
+use crate::cli::CompareSyncArgs;
 
 /// One way of handing the turn over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

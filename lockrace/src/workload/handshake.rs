@@ -410,9 +410,9 @@ pub enum Expect {
 }
 
 impl Expect {
-    pub fn for_sync(sync: crate::cli::SyncKind) -> Expect {
+    pub fn for_sync(sync: super::SyncKind) -> Expect {
         match sync {
-            crate::cli::SyncKind::Eventfd => Expect::MemfdAndEventfds,
+            super::SyncKind::Eventfd => Expect::MemfdAndEventfds,
             _ => Expect::Memfd,
         }
     }

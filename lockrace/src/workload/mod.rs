@@ -15,9 +15,8 @@
 //! Invariants: timestamps are CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`
 //! clock), so acquisition logs join with kernel events; a role's `iterations` counts turns it
 //! completed, `acquisitions` = turns + whoops = lock grants it received.
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
-
-use crate::cli::{LockKind, Share};
 
 pub mod channel;
 pub mod compare_sync;
@@ -35,6 +34,49 @@ pub mod sync;
 pub mod trace_pass;
 pub mod traced;
 pub mod watchdog;
+
+/// Lock flavour used by the workload.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockKind {
+    /// fcntl(F_SETLKW): POSIX record lock, owned by the process.
+    Posix,
+    /// fcntl(F_OFD_SETLKW): open-file-description lock (the seed's choice).
+    Ofd,
+    /// flock(LOCK_EX): BSD lock, owned by the open file description.
+    Flock,
+    /// lockf(F_LOCK): POSIX lock through the libc wrapper.
+    Lockf,
+}
+
+/// How the two roles reach the memfd.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Share {
+    /// Use the received descriptor as is: one open file description for both (the seed).
+    Same,
+    /// Re-open /proc/self/fd/N: each role gets its own open file description.
+    Reopen,
+}
+
+/// How the two roles hand the turn to each other.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SyncKind {
+    /// A file lock around the turn (`--lock`, `--share`): the seed's experiment.
+    #[default]
+    Fcntl,
+    /// Two eventfds passed with the memfd: each side blocks on its own, then signals the other's.
+    Eventfd,
+    /// A turn word in the shared memfd with FUTEX_WAIT / FUTEX_WAKE (shared, not private).
+    Futex,
+}
+
+/// A shape that checks one of the seed's other claims instead of the turn loop.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// Both hold a shared lock; the server upgrades to exclusive, the client then asks for one.
+    Upgrade,
+    /// The server takes flock(), the client the `--lock` fcntl flavour, on the same memfd.
+    Mixed,
+}
 
 /// Size of the memfd the client creates and the server insists on.
 pub const MEMFD_SIZE: u64 = 64;

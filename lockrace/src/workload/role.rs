@@ -27,7 +27,8 @@ use super::latency::LatencyHist;
 use super::shared::Inside;
 use super::watchdog::Watchdog;
 use super::{Acquisition, Role, RoleReport, format_acquisition_log, lock, lock_name, share_name};
-use crate::cli::{LockKind, RoleArgs, Scenario, Share, SyncKind};
+use super::{LockKind, Scenario, Share, SyncKind};
+use crate::cli::RoleArgs;
 use crate::host::monotonic_ns;
 
 /// A role's validated settings.

@@ -22,7 +22,8 @@ use nix::sys::signal::{SigmaskHow, Signal};
 use super::{
     Acquisition, Role, RoleReport, WorkloadReport, lock_name, parse_acquisition_log, share_name,
 };
-use crate::cli::{LockKind, RunArgs, Scenario, Share, SyncKind};
+use super::{LockKind, Scenario, Share, SyncKind};
+use crate::cli::RunArgs;
 use crate::host::{kernel_release, monotonic_ns};
 use crate::report::model::Document;
 

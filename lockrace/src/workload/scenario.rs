@@ -27,6 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::Scenario;
 use super::evidence::{self, CallPath, Independence, UpgradeSummary};
 use super::role::{LoopResult, RoleConfig};
 use super::run::{RunConfig, RunOutcome, execute, render_summary};
@@ -35,7 +36,7 @@ use super::sync::{Peer, WaitCtx, publish};
 use super::trace_pass::{TraceOptions, traced_execute};
 use super::watchdog::Watchdog;
 use super::{Acquisition, Role, RoleReport, WorkloadReport, lock, lock_name};
-use crate::cli::{RunArgs, Scenario};
+use crate::cli::RunArgs;
 use crate::host::{kernel_release, monotonic_ns};
 use crate::report::model::CaptureInfo;
 

@@ -29,13 +29,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::SyncKind;
 use super::channel::counter_says_my_turn;
 use super::latency::LatencyHist;
 use super::role::{LoopResult, RoleConfig};
 use super::shared::{EVENTFD_TURN_OFFSET, FUTEX_OFFSET, Inside};
 use super::watchdog::{Watchdog, stall_error};
 use super::{Acquisition, Role, RoleReport, eventfd, futex};
-use crate::cli::SyncKind;
 use crate::host::monotonic_ns;
 
 /// How long one bounded wait lasts before the role checks signals, its peer and the stall.
@@ -407,8 +407,8 @@ pub fn sync_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{LockKind, Share};
     use crate::workload::handshake;
+    use crate::workload::{LockKind, Share};
     use std::path::PathBuf;
 
     fn cfg(role: Role, sync: SyncKind, iterations: u64) -> RoleConfig {

@@ -151,10 +151,7 @@ pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         tgids: vec![std::process::id()],
         inodes: vec![],
     };
-    let probes = match args.probes {
-        crate::cli::ProbeSet::Full => crate::capture::Probes::Full,
-        crate::cli::ProbeSet::Lean => crate::capture::Probes::Lean,
-    };
+    let probes = args.probes;
     let capture = Capture::start_probes(&filter, &limits, probes, sink)?;
     let lock_field_names = capture.offsets().lock_field_names;
     eprintln!(
