@@ -538,7 +538,7 @@ pub fn main(args: CompareArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use crate::report::model::{Document, HandoffCountsReport, LockReport, Percentiles};
-    use crate::workload::{RoleReport, WorkloadReport};
+    use crate::report::model::{RoleReport, WorkloadReport};
 
     /// A report as `lockrace run --json` writes it, with the figures the tests need.
     fn doc(whoops: u64, self_barge: u64, fifo: u64, p99: u64, dropped: u64) -> String {

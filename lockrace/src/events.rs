@@ -628,7 +628,7 @@ pub struct FileTrailer {
     #[serde(default)]
     pub memfd: Option<(u32, u64)>,
     #[serde(default)]
-    pub workload: Option<crate::workload::WorkloadReport>,
+    pub workload: Option<crate::report::model::WorkloadReport>,
 }
 
 /// A non-event line of a JSONL file.

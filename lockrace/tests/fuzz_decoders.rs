@@ -572,13 +572,14 @@ fn meta_lines() -> Vec<String> {
     for m in events::acquisition_chunks("server", 16637, &[(1, false), (2, true), (3, false)]) {
         out.push(events::meta_to_json(&m));
     }
-    let workload: lockrace::workload::WorkloadReport = serde_json::from_value(serde_json::json!({
-        "lock": "posix", "share": "reopen", "iterations": 3,
-        "roles": [{"role": "server", "pid": 16637, "iterations": 3, "acquisitions": 3,
-                   "whoops": 1, "overlaps": 0, "elapsed_ns": 1000, "memfd_dev": 1,
-                   "memfd_ino": 1176}]
-    }))
-    .unwrap();
+    let workload: lockrace::report::model::WorkloadReport =
+        serde_json::from_value(serde_json::json!({
+            "lock": "posix", "share": "reopen", "iterations": 3,
+            "roles": [{"role": "server", "pid": 16637, "iterations": 3, "acquisitions": 3,
+                       "whoops": 1, "overlaps": 0, "elapsed_ns": 1000, "memfd_dev": 1,
+                       "memfd_ino": 1176}]
+        }))
+        .unwrap();
     out.push(events::meta_to_json(&Meta::LockraceTrailer(FileTrailer {
         events: 200,
         dropped: 0,

@@ -29,12 +29,12 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::latency::HandoffLatency;
 use super::run::{RunConfig, RunOutcome, execute, fmt_latency};
 use super::trace_pass::{TraceOptions, traced_execute};
 use super::{LockKind, Share, SyncKind};
 use super::{lock_name, share_name};
 use crate::cli::CompareSyncArgs;
+use crate::report::model::HandoffLatency;
 
 /// One way of handing the turn over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -719,7 +719,7 @@ mod tests {
     fn traced_figures_read_the_document() {
         use crate::report::model::{Document, HandoffCountsReport, LockReport, WhoopsReport};
         let mut doc = Document::new("6".into());
-        let role = |name: &str| super::super::RoleReport {
+        let role = |name: &str| crate::report::model::RoleReport {
             role: name.into(),
             pid: 1,
             iterations: 50,
@@ -732,7 +732,7 @@ mod tests {
             handoff_latency: None,
             upgrade: None,
         };
-        doc.workload = Some(super::super::WorkloadReport {
+        doc.workload = Some(crate::report::model::WorkloadReport {
             lock: "posix".into(),
             share: "reopen".into(),
             iterations: 50,

@@ -111,50 +111,6 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// One role's own account of a run (what it printed with `--json`).
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoleReport {
-    pub role: String,
-    pub pid: u32,
-    pub iterations: u64,
-    /// Lock grants the role received (turns + whoops).
-    pub acquisitions: u64,
-    pub whoops: u64,
-    /// Times the role entered the critical section while the other side was inside.
-    pub overlaps: u64,
-    pub elapsed_ns: u64,
-    /// The memfd's device as the kernel encodes `s_dev`: `(major << 20) | minor`.
-    #[serde(default)]
-    pub memfd_dev: u64,
-    /// The memfd's inode number.
-    #[serde(default)]
-    pub memfd_ino: u64,
-    /// How long the turn took to reach this role (p50/p99 of `now - the other's stamp`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff_latency: Option<latency::HandoffLatency>,
-    /// `--scenario upgrade`: what this role saw of the upgrades.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upgrade: Option<scenario::UpgradeCounts>,
-}
-
-/// The `workload` object of the JSON report.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub struct WorkloadReport {
-    pub lock: String,
-    pub share: String,
-    pub iterations: u64,
-    pub roles: Vec<RoleReport>,
-    /// Traced runs with a baseline: untraced vs traced whoops per handoff.
-    #[serde(default)]
-    pub probe_effect: Option<traced::ProbeEffect>,
-    /// `eventfd` or `futex` (then `lock` and `share` are `none`); absent for file locks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync: Option<String>,
-    /// `upgrade` or `mixed` when the run was a scenario.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scenario: Option<String>,
-}
-
 /// One lock grant a role received, from its acquisition log.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Acquisition {

@@ -26,10 +26,11 @@ use super::handshake;
 use super::latency::LatencyHist;
 use super::shared::Inside;
 use super::watchdog::Watchdog;
-use super::{Acquisition, Role, RoleReport, format_acquisition_log, lock, lock_name, share_name};
+use super::{Acquisition, Role, format_acquisition_log, lock, lock_name, share_name};
 use super::{LockKind, Scenario, Share, SyncKind};
 use crate::cli::RoleArgs;
 use crate::host::monotonic_ns;
+use crate::report::model::RoleReport;
 
 /// A role's validated settings.
 #[derive(Debug, Clone)]

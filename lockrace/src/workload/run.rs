@@ -19,13 +19,11 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::{SigmaskHow, Signal};
 
-use super::{
-    Acquisition, Role, RoleReport, WorkloadReport, lock_name, parse_acquisition_log, share_name,
-};
+use super::{Acquisition, Role, lock_name, parse_acquisition_log, share_name};
 use super::{LockKind, Scenario, Share, SyncKind};
 use crate::cli::RunArgs;
 use crate::host::{kernel_release, monotonic_ns};
-use crate::report::model::Document;
+use crate::report::model::{Document, RoleReport, WorkloadReport};
 
 /// A validated `run`.
 #[derive(Debug, Clone)]
@@ -579,7 +577,7 @@ fn fmt_ms(ns: u64) -> String {
 /// A latency in the summary: `12.3 us`, or `-` when the role measured none.
 fn latency_cell(
     r: &RoleReport,
-    pick: impl Fn(&super::latency::HandoffLatency) -> Option<u64>,
+    pick: impl Fn(&crate::report::model::HandoffLatency) -> Option<u64>,
 ) -> String {
     r.handoff_latency
         .as_ref()
@@ -968,7 +966,7 @@ mod tests {
         assert_eq!(fmt_latency(4_560_000), "4.56 ms");
         let mut r = report("server", 0, 0);
         assert_eq!(latency_cell(&r, |l| l.p50_ns), "-");
-        r.handoff_latency = Some(super::super::latency::HandoffLatency {
+        r.handoff_latency = Some(crate::report::model::HandoffLatency {
             samples: 1,
             p50_ns: Some(2_000),
             ..Default::default()

@@ -35,10 +35,10 @@ use super::shared::{Inside, SCENARIO_OFFSET};
 use super::sync::{Peer, WaitCtx, publish};
 use super::trace_pass::{TraceOptions, traced_execute};
 use super::watchdog::Watchdog;
-use super::{Acquisition, Role, RoleReport, WorkloadReport, lock, lock_name};
+use super::{Acquisition, Role, lock, lock_name};
 use crate::cli::RunArgs;
 use crate::host::{kernel_release, monotonic_ns};
-use crate::report::model::CaptureInfo;
+use crate::report::model::{CaptureInfo, RoleReport, UpgradeCounts, WorkloadReport};
 
 /// The CLI spelling of a scenario.
 pub fn scenario_name(s: Scenario) -> &'static str {
@@ -46,20 +46,6 @@ pub fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Upgrade => "upgrade",
         Scenario::Mixed => "mixed",
     }
-}
-
-/// What one role saw of the upgrades.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpgradeCounts {
-    pub rounds: u64,
-    /// Rounds in which the client was granted the exclusive lock before the server's upgrade
-    /// returned (server: the client had it already when the upgrade returned; client: the
-    /// upgrade had not returned when it got the lock).
-    pub stolen: u64,
-    /// Client: rounds in which its non-blocking upgrade was refused (the server's pending
-    /// upgrade still held a conflicting lock).
-    #[serde(default)]
-    pub refused: u64,
 }
 
 /// Rounds are numbered in u32 futex words (4 phases each).

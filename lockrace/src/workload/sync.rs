@@ -35,8 +35,9 @@ use super::latency::LatencyHist;
 use super::role::{LoopResult, RoleConfig};
 use super::shared::{EVENTFD_TURN_OFFSET, FUTEX_OFFSET, Inside};
 use super::watchdog::{Watchdog, stall_error};
-use super::{Acquisition, Role, RoleReport, eventfd, futex};
+use super::{Acquisition, Role, eventfd, futex};
 use crate::host::monotonic_ns;
+use crate::report::model::RoleReport;
 
 /// How long one bounded wait lasts before the role checks signals, its peer and the stall.
 pub const SLICE: Duration = Duration::from_millis(100);

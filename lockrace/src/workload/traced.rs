@@ -10,7 +10,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 
 use super::run::{RunConfig, RunOutcome, execute, render_summary, write_document};
 use super::trace_pass::traced_document;
@@ -18,17 +17,10 @@ use crate::{
     analysis::{self, AnalysisInput, RoleInput, WhoopsInput},
     capture::{Capture, Collector, Filter},
     cli::RunArgs,
-    events, report, signals,
+    events,
+    report::{self, model::ProbeEffect},
+    signals,
 };
-
-/// How much tracing moved the race: untraced vs traced whoops per handoff.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
-pub struct ProbeEffect {
-    pub untraced_whoops_per_handoff: f64,
-    pub traced_whoops_per_handoff: f64,
-    /// traced / untraced (1.0: the probes did not move the race). Null when untraced is 0.
-    pub ratio: Option<f64>,
-}
 
 /// Whoops per handoff of a whole run: all whoops over all completed turns.
 pub fn whoops_per_handoff(outcome: &RunOutcome) -> Option<f64> {

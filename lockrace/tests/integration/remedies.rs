@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::workload_support::*;
 use lockrace::report::model::Document;
-use lockrace::workload::WorkloadReport;
+use lockrace::report::model::WorkloadReport;
 use serde_json::Value;
 
 /// `lockrace run --no-trace ARGS --json F`: must succeed; returns the document and stdout.
