@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     analysis::{AnalysisInput, Analyzer, synth},
-    capture::{Capture, Collector, Filter, Sink},
+    capture::{Capture, Filter, Sink},
     events::Event,
+    jsonl::Collector,
 };
 
 /// The hidden `lockrace bench` subcommands.

@@ -12,6 +12,7 @@ pub mod compare;
 pub mod error;
 pub mod events;
 pub mod host;
+pub mod jsonl;
 pub mod progress;
 pub mod redact;
 pub mod report;

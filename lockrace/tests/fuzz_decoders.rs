@@ -1,7 +1,7 @@
 //! Property-based fuzzing (proptest) of every decoder that reads outside input: the raw
 //! ring-buffer record decoder (`events::decode`), the tracefs `format` parser
 //! (`capture::tracefs::parse_format`, the offset resolvers and `resolve`), and the JSONL readers
-//! (`events::from_json`, `events::meta_from_json`, `report::offline::analyze_file`).
+//! (`events::from_json`, `jsonl::file::meta_from_json`, `report::offline::analyze_file`).
 //!
 //! Properties: nothing panics on any input (arbitrary bytes, and valid inputs mutated byte- and
 //! line-wise); valid inputs round-trip (a kernel-shaped record decodes to the event it encodes
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use lockrace::capture::tracefs;
 use lockrace::events::{self, Comm, Data, Event, Kind, LockData, SchedData, SyscallData};
+use lockrace::jsonl::file as jfile;
 use lockrace_common::{
     Header, LockBody, LockEvent, SchedBody, SchedEvent, SyscallBody, SyscallEvent,
 };
@@ -565,12 +566,12 @@ fn event_fixture(name: &str) -> String {
 }
 
 fn meta_lines() -> Vec<String> {
-    use events::{FileHeader, FileTrailer, Meta};
-    let mut out = vec![events::meta_to_json(&Meta::LockraceHeader(
-        FileHeader::new("run --lock posix --share reopen"),
-    ))];
-    for m in events::acquisition_chunks("server", 16637, &[(1, false), (2, true), (3, false)]) {
-        out.push(events::meta_to_json(&m));
+    use jfile::{FileHeader, FileTrailer, Meta};
+    let mut out = vec![jfile::meta_to_json(&Meta::LockraceHeader(FileHeader::new(
+        "run --lock posix --share reopen",
+    )))];
+    for m in jfile::acquisition_chunks("server", 16637, &[(1, false), (2, true), (3, false)]) {
+        out.push(jfile::meta_to_json(&m));
     }
     let workload: lockrace::report::model::WorkloadReport =
         serde_json::from_value(serde_json::json!({
@@ -580,7 +581,7 @@ fn meta_lines() -> Vec<String> {
                        "memfd_ino": 1176}]
         }))
         .unwrap();
-    out.push(events::meta_to_json(&Meta::LockraceTrailer(FileTrailer {
+    out.push(jfile::meta_to_json(&Meta::LockraceTrailer(FileTrailer {
         events: 200,
         dropped: 0,
         decode_errors: 0,
@@ -620,12 +621,12 @@ fn json_lines_never_panic_and_round_trip() {
                     .map_err(|err| TestCaseError::fail(err.to_string()))?;
                 prop_assert_eq!(back, e);
             }
-            if let Ok(meta) = events::meta_from_json(&line) {
-                let back = events::meta_from_json(&events::meta_to_json(&meta))
+            if let Ok(meta) = jfile::meta_from_json(&line) {
+                let back = jfile::meta_from_json(&jfile::meta_to_json(&meta))
                     .map_err(|err| TestCaseError::fail(err.to_string()))?;
                 prop_assert_eq!(back, meta);
             }
-            let _ = events::is_meta_line(&line);
+            let _ = jfile::is_meta_line(&line);
             Ok(())
         },
     );
@@ -664,7 +665,7 @@ fn json_lines_never_panic_on_arbitrary_text() {
         |parts| {
             let line: String = parts.concat();
             let _ = events::from_json(&line);
-            let _ = events::meta_from_json(&line);
+            let _ = jfile::meta_from_json(&line);
             Ok(())
         },
     );

@@ -15,8 +15,13 @@ use std::{
 use anyhow::Context as _;
 use nix::{sys::signal, unistd::Pid};
 
-use super::{Capture, CaptureStats, Collector, Filter};
-use crate::{cli::RecordArgs, error::hinted, events::Meta, signals};
+use super::{Capture, CaptureStats, Filter};
+use crate::{
+    cli::RecordArgs,
+    error::hinted,
+    jsonl::{Collector, Meta},
+    signals,
+};
 
 /// How long a command gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);

@@ -36,11 +36,12 @@ use self::{names::Names, sink::TraceSink};
 use crate::{
     analysis::{Analysis, AnalysisInput, Analyzer},
     capture::{
-        Capture, CaptureStats, Collector, Filter,
+        Capture, CaptureStats, Filter,
         record::{self, RecordConfig, Stop},
     },
     cli::TraceArgs,
     error::hinted,
+    jsonl::Collector,
     report::{
         self,
         model::{CaptureInfo, Document, TraceInfo},
@@ -369,7 +370,7 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     if let (Some(mut c), Some(p)) = (jsonl, &args.events) {
         // The trailer makes `lockrace report FILE` state the drops this trace had.
         let trailer = c.trailer(&stats, lock_field_names, Vec::new());
-        c.write_meta(&[crate::events::Meta::LockraceTrailer(trailer)])
+        c.write_meta(&[crate::jsonl::Meta::LockraceTrailer(trailer)])
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let (Some(w), Some(p)) = (perfetto, &args.perfetto) {

@@ -16,8 +16,9 @@ use super::interval::{self, Row};
 use super::names::Names;
 use crate::analysis::observer::{HoldRecord, Observer, ReleaseRecord, RequestRecord};
 use crate::analysis::{Analysis, Analyzer};
-use crate::capture::{Collector, Sink};
+use crate::capture::Sink;
 use crate::events::{Event, Kind};
+use crate::jsonl::Collector;
 
 /// An observer shared with the thread that finishes it (the analyzer owns one handle).
 pub struct Shared<O: Observer + Send>(pub Arc<Mutex<O>>);

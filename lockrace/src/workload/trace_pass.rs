@@ -12,8 +12,9 @@ use std::path::Path;
 use super::run::{RunConfig, RunOutcome, document, execute};
 use super::traced::analysis_input;
 use crate::analysis;
-use crate::capture::{Capture, CaptureStats, Collector, Filter, Limits};
+use crate::capture::{Capture, CaptureStats, Filter, Limits};
 use crate::events::Event;
+use crate::jsonl::Collector;
 use crate::report::{self, model::CaptureInfo, model::Document};
 
 /// How to trace one run.

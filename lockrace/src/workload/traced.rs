@@ -15,9 +15,10 @@ use super::run::{RunConfig, RunOutcome, execute, render_summary, write_document}
 use super::trace_pass::traced_document;
 use crate::{
     analysis::{self, AnalysisInput, RoleInput, WhoopsInput},
-    capture::{Capture, Collector, Filter},
+    capture::{Capture, Filter},
     cli::RunArgs,
-    events,
+    events, jsonl,
+    jsonl::Collector,
     report::{self, model::ProbeEffect},
     signals,
 };
@@ -111,14 +112,18 @@ pub(super) fn write_run_meta(
     let mut metas = Vec::new();
     for r in outcome.roles() {
         let acqs: Vec<(u64, bool)> = r.acquisitions.iter().map(|a| (a.ts_ns, a.whoops)).collect();
-        metas.extend(events::acquisition_chunks(r.role.as_str(), r.pid, &acqs));
+        metas.extend(jsonl::file::acquisition_chunks(
+            r.role.as_str(),
+            r.pid,
+            &acqs,
+        ));
     }
     let mut trailer = sink.trailer(stats, lock_field_names, outcome.incomplete_reasons());
     trailer.memfd = outcome.memfd.map(|m| (m.dev as u32, m.ino));
     let mut workload = outcome.workload_report(cfg);
     workload.probe_effect = effect;
     trailer.workload = Some(workload);
-    metas.push(events::Meta::LockraceTrailer(trailer));
+    metas.push(jsonl::Meta::LockraceTrailer(trailer));
     sink.write_meta(&metas)
         .context("cannot write the events file's trailer")
 }

@@ -212,7 +212,7 @@ fn recorded_fixtures_trace_is_well_formed() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
     for name in ["ground-truth", "posix-reopen", "ofd-same"] {
         let (events, _) =
-            lockrace::report::offline::read_events(&dir.join(format!("{name}.jsonl"))).unwrap();
+            lockrace::jsonl::reader::read_events(&dir.join(format!("{name}.jsonl"))).unwrap();
         let t = trace_of(&events);
         let flows = check(&t);
         if name != "ofd-same" {

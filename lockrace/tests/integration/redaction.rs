@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use lockrace::analysis::{AnalysisInput, analyze, synth};
-use lockrace::capture::{Collector, Sink};
+use lockrace::capture::Sink;
 use lockrace::events::Event;
-use lockrace::report::offline::{analyze_file, read_events};
+use lockrace::jsonl::Collector;
+use lockrace::jsonl::reader::read_events;
+use lockrace::report::offline::analyze_file;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,7 +31,7 @@ fn write(events: &[Event], path: &Path, raw: bool) {
         untracked_tasks: 0,
     };
     let trailer = c.trailer(&stats, "type (6.9+ names)", vec![]);
-    c.write_meta(&[lockrace::events::Meta::LockraceTrailer(trailer)])
+    c.write_meta(&[lockrace::jsonl::Meta::LockraceTrailer(trailer)])
         .unwrap();
 }
 

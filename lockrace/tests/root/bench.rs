@@ -127,7 +127,10 @@ fn storm_under_record_writes_every_event_as_jsonl() {
     let calls = v["calls"].as_u64().unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
     let mut posix = 0u64;
-    for line in text.lines().filter(|l| !lockrace::events::is_meta_line(l)) {
+    for line in text
+        .lines()
+        .filter(|l| !lockrace::jsonl::file::is_meta_line(l))
+    {
         let e = lockrace::events::from_json(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         posix += u64::from(e.kind == lockrace::events::Kind::PosixLockInode);
     }

@@ -10,8 +10,9 @@ use std::{
 };
 
 use lockrace::{
-    capture::{Capture, Collector, Filter},
+    capture::{Capture, Filter},
     events::{Event, Kind},
+    jsonl::Collector,
 };
 use lockrace_common::k;
 

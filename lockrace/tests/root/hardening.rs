@@ -481,8 +481,8 @@ fn record_case(sig: Signal, phase: Phase, delay: Duration) {
     if handled(st, sig, &lr) && std::fs::metadata(&events).is_ok() {
         let text = std::fs::read_to_string(&events).unwrap();
         let last = text.lines().last().unwrap_or_default();
-        match lockrace::events::meta_from_json(last) {
-            Ok(lockrace::events::Meta::LockraceTrailer(t)) => assert!(
+        match lockrace::jsonl::file::meta_from_json(last) {
+            Ok(lockrace::jsonl::Meta::LockraceTrailer(t)) => assert!(
                 t.incomplete_reasons
                     .iter()
                     .any(|r| r.contains(&format!("interrupted by {}", sig.as_str()))),
@@ -808,7 +808,8 @@ fn other_role(r: &str) -> &'static str {
 #[test]
 fn kernel_map_sizes_follow_the_limits() {
     must_load_ebpf();
-    use lockrace::capture::{Capture, Collector, Filter, Limits};
+    use lockrace::capture::{Capture, Filter, Limits};
+    use lockrace::jsonl::Collector;
     let limits = Limits {
         ring_buffer_bytes: 1 << 20,
         max_tasks: 64,

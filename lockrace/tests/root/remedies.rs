@@ -186,7 +186,7 @@ fn read_events(path: &std::path::Path) -> Vec<Event> {
     let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
     f.lines()
         .map(|l| l.unwrap())
-        .filter(|l| !lockrace::events::is_meta_line(l))
+        .filter(|l| !lockrace::jsonl::file::is_meta_line(l))
         .map(|l| from_json(&l).expect("a lockrace event"))
         .collect()
 }
