@@ -5,17 +5,16 @@
 //! (pure functions) -> `report` (terminal, JSON, Perfetto). Saved JSONL events re-enter at
 //! `events`, so offline and live reports are the same code.
 pub mod analysis;
-pub mod bench;
 pub mod capture;
 pub mod cli;
-pub mod compare;
+pub mod cmd;
 pub mod error;
 pub mod events;
 pub mod host;
 pub mod jsonl;
+pub mod pipeline;
 pub mod progress;
 pub mod redact;
 pub mod report;
 pub mod signals;
-pub mod trace;
 pub mod workload;

@@ -1,7 +1,7 @@
 //! Property-based fuzzing (proptest) of every decoder that reads outside input: the raw
 //! ring-buffer record decoder (`events::decode`), the tracefs `format` parser
 //! (`capture::tracefs::parse_format`, the offset resolvers and `resolve`), and the JSONL readers
-//! (`events::from_json`, `jsonl::file::meta_from_json`, `report::offline::analyze_file`).
+//! (`events::from_json`, `jsonl::file::meta_from_json`, `cmd::report::analyze_file`).
 //!
 //! Properties: nothing panics on any input (arbitrary bytes, and valid inputs mutated byte- and
 //! line-wise); valid inputs round-trip (a kernel-shaped record decodes to the event it encodes
@@ -735,13 +735,13 @@ fn analyze_file_never_panics_on_mutated_files() {
     let (file, trace) = (dir.path().join("f.jsonl"), dir.path().join("t.json"));
     // The pristine file analyses.
     std::fs::write(&file, base.join("\n") + "\n").unwrap();
-    lockrace::report::offline::analyze_file(&file, None).unwrap();
+    lockrace::cmd::report::analyze_file(&file, None).unwrap();
     fuzz(
         "analyze_file(mutated file)",
         prop::collection::vec(file_edit(), 1..6),
         |edits| {
             std::fs::write(&file, edit_file(&base, &edits)).unwrap();
-            match lockrace::report::offline::analyze_file(&file, Some(&trace)) {
+            match lockrace::cmd::report::analyze_file(&file, Some(&trace)) {
                 Ok(doc) => {
                     let _ = lockrace::report::terminal::render(&doc);
                     let json = serde_json::to_string(&doc)

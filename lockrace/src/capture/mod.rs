@@ -10,7 +10,6 @@
 //!   reads the drop counters, so the counts cover the whole capture;
 //! - dropping a [`Capture`] without `stop` still detaches everything (aya detaches on drop).
 pub mod loader;
-pub mod record;
 pub mod tracefs;
 
 use std::{io, thread::JoinHandle};

@@ -229,28 +229,21 @@ impl FileMeta {
 
     /// The analysis input these lines describe (the memfd's name and the whoops input).
     pub fn analysis_input(&self) -> AnalysisInput {
-        let mut input = AnalysisInput::default();
-        if let Some((dev, ino)) = self.trailer.as_ref().and_then(|t| t.memfd) {
-            input
-                .paths
-                .push(((dev, ino), "memfd:lockrace (the handoff)".to_string()));
-            if !self.roles.is_empty() {
-                input.whoops = Some(crate::analysis::WhoopsInput {
-                    dev,
-                    ino,
-                    roles: self
-                        .roles
-                        .iter()
-                        .map(|(name, tgid, acqs)| crate::analysis::RoleInput {
-                            name: name.clone(),
-                            tgid: *tgid,
-                            acquisitions: acqs.clone(),
-                        })
-                        .collect(),
-                });
-            }
+        match self.trailer.as_ref().and_then(|t| t.memfd) {
+            Some((dev, ino)) => AnalysisInput::run(
+                dev,
+                ino,
+                self.roles
+                    .iter()
+                    .map(|(name, tgid, acqs)| crate::analysis::RoleInput {
+                        name: name.clone(),
+                        tgid: *tgid,
+                        acquisitions: acqs.clone(),
+                    })
+                    .collect(),
+            ),
+            None => AnalysisInput::default(),
         }
-        input
     }
 }
 

@@ -1,16 +1,21 @@
-//! The memfd handoff workload: the seed's server and client roles and `lockrace run`.
+//! The memfd handoff workload, the seed's experiment: the child side of the server and client
+//! roles, and [`execute::execute`], which runs both as children of this process. It owns the
+//! experiment's vocabulary ([`LockKind`], [`Share`], [`SyncKind`], [`Scenario`]); the commands
+//! that drive it (`run`, `server`, `client`, `compare-sync`) are in `cmd`, and tracing it is
+//! `cmd::run::trace_pass`'s business (this floor knows nothing of captures).
 //!
 //! Protocol and encodings are documented in docs/WORKLOAD.md. Layout of this module:
 //! `handshake` (socket path safety, sending and validating the memfd), `lock` (the four lock
 //! flavours), `channel` (whose turn it is: shared cursor or counter bytes), `shared` (the mmap'd
 //! "inside" counter that measures mutual exclusion), `watchdog` (stall detection), `role` (the
-//! turn loop of both roles), `run` (both roles as children, then the summary).
+//! turn loop of both roles and the one constructor of their reports), `execute` (both roles as
+//! children), `outcome` (what an execution produced, and its `workload` report object),
+//! `progress` (`run`'s progress line, read from the memfd).
 //!
 //! The remedies and the seed's other claims: `sync` (`--sync eventfd|futex`, with `eventfd`
 //! and `futex`), `latency` (handoff latency from stamps in the memfd), `scenario`
-//! (`--scenario upgrade|mixed`), `evidence` (pure functions over kernel events that prove what
-//! the scenarios claim), `trace_pass` (one traced run, returning the report document) and
-//! `compare_sync` (`lockrace compare-sync`: every primitive side by side).
+//! (`--scenario upgrade|mixed`, the roles' side), `evidence` (pure functions over kernel events
+//! that prove what the scenarios claim).
 //!
 //! Invariants: timestamps are CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`
 //! clock), so acquisition logs join with kernel events; a role's `iterations` counts turns it
@@ -19,20 +24,19 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 pub mod channel;
-pub mod compare_sync;
 pub mod eventfd;
 pub mod evidence;
+pub mod execute;
 pub mod futex;
 pub mod handshake;
 pub mod latency;
 pub mod lock;
+pub mod outcome;
+pub mod progress;
 pub mod role;
-pub mod run;
 pub mod scenario;
 pub mod shared;
 pub mod sync;
-pub mod trace_pass;
-pub mod traced;
 pub mod watchdog;
 
 /// Lock flavour used by the workload.

@@ -32,12 +32,11 @@ use anyhow::Context;
 use super::SyncKind;
 use super::channel::counter_says_my_turn;
 use super::latency::LatencyHist;
-use super::role::{LoopResult, RoleConfig};
+use super::role::{Counts, LoopResult, RoleConfig};
 use super::shared::{EVENTFD_TURN_OFFSET, FUTEX_OFFSET, Inside};
 use super::watchdog::{Watchdog, stall_error};
 use super::{Acquisition, Role, eventfd, futex};
 use crate::host::monotonic_ns;
-use crate::report::model::RoleReport;
 
 /// How long one bounded wait lasts before the role checks signals, its peer and the stall.
 pub const SLICE: Duration = Duration::from_millis(100);
@@ -387,22 +386,21 @@ pub fn sync_loop(
     }
     let elapsed_ns = monotonic_ns().saturating_sub(start);
     watchdog.stop();
-    Ok(LoopResult {
-        report: RoleReport {
-            role: role.as_str().to_string(),
-            pid: std::process::id(),
-            iterations: turns,
-            acquisitions: turns + tally.whoops,
-            whoops: tally.whoops,
-            overlaps,
-            elapsed_ns,
-            memfd_dev: dev,
-            memfd_ino: ino,
-            handoff_latency: Some(latency.summary()),
-            upgrade: None,
-        },
-        log: tally.log,
-    })
+    let counts = Counts {
+        turns,
+        acquisitions: turns + tally.whoops,
+        whoops: tally.whoops,
+        overlaps,
+        elapsed_ns,
+    };
+    Ok(LoopResult::new(
+        role,
+        (dev, ino),
+        counts,
+        Some(latency.summary()),
+        None,
+        tally.log,
+    ))
 }
 
 #[cfg(test)]

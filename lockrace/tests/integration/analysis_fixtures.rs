@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use lockrace::analysis::{Acquisition, AnalysisInput, RoleInput, WhoopsInput, analyze};
+use lockrace::cmd::report::analyze_file;
 use lockrace::jsonl::reader::read_events;
 use lockrace::report::model::Document;
-use lockrace::report::offline::analyze_file;
 use lockrace_common::k;
 
 fn fixtures() -> PathBuf {

@@ -157,8 +157,11 @@ fn arbitrary_event_soup_never_panics() {
         for l in &r.locks {
             assert!(l.handoffs.total() <= l.releases, "seed {seed}: {l:?}");
         }
-        let mut doc = lockrace::report::model::Document::new("test".into());
-        lockrace::report::build(&mut doc, &r);
+        let facts = lockrace::report::build::Facts {
+            kernel_release: "test".into(),
+            ..Default::default()
+        };
+        let doc = lockrace::report::build::document(facts, Some(&r));
         let text = lockrace::report::terminal::render(&doc);
         assert!(!text.is_empty());
     }

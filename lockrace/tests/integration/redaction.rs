@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use lockrace::analysis::{AnalysisInput, analyze, synth};
 use lockrace::capture::Sink;
+use lockrace::cmd::report::analyze_file;
 use lockrace::events::Event;
 use lockrace::jsonl::Collector;
 use lockrace::jsonl::reader::read_events;
-use lockrace::report::offline::analyze_file;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -11,9 +11,11 @@ use lockrace_common::k;
 
 fn doc_of(s: &Script) -> Document {
     let a = analyze(&s.events, &AnalysisInput::default());
-    let mut doc = Document::new("test".into());
-    lockrace::report::build(&mut doc, &a);
-    doc
+    let facts = lockrace::report::build::Facts {
+        kernel_release: "test".into(),
+        ..Default::default()
+    };
+    lockrace::report::build::document(facts, Some(&a))
 }
 
 fn codes(doc: &Document) -> Vec<&str> {

@@ -1,5 +1,7 @@
-//! `lockrace compare A.json B.json [--metric NAME --max-increase PCT]...`: the main figures of two
-//! JSON reports side by side with their deltas, and optional regression bounds.
+//! What `lockrace compare A.json B.json [--metric NAME --max-increase PCT]...` compares: the
+//! main figures of two JSON reports side by side with their deltas, and optional regression
+//! bounds (the command itself, reading the files and printing, is `cmd::compare`; the HTML
+//! side by side is `report::html::compare`).
 //!
 //! Exit codes (the contract `git bisect run` scripts rely on): 0 when every bound holds (or none
 //! was given), 1 when a metric of B grew beyond its bound relative to A, 2 on bad input (missing
@@ -10,12 +12,11 @@
 //! a report written by an older lockrace of the same schema_version still compares; a test
 //! serialises a real `Document` to keep the paths in step with the model. The per-lock figures
 //! come from one lock, the run's memfd when the report has a workload, else the lock with the
-//! most grants. Extraction and the bound check are pure; only [`main`] reads files and prints.
-use std::{fmt::Write as _, path::Path, process::ExitCode};
+//! most grants. Everything here is pure: extraction, the bound check, the table.
+use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::cli::CompareArgs;
 use crate::report::build::fmt_ns;
 use crate::report::model::SCHEMA_VERSION;
 
@@ -481,57 +482,6 @@ pub fn compare_texts(
     let checked = check(&ma, &mb, names, bounds)?;
     let text = render(names, (&identity(&a), &identity(&b)), (&ma, &mb), &checked);
     Ok((text, checked))
-}
-
-fn read(path: &Path) -> anyhow::Result<String> {
-    if path.is_dir() {
-        anyhow::bail!("{} is a directory, not a report", path.display());
-    }
-    std::fs::read_to_string(path).map_err(|e| {
-        crate::error::hinted(
-            format!("cannot read {}: {e}", path.display()),
-            "write a report with `lockrace run --json FILE`",
-        )
-    })
-}
-
-fn run(args: &CompareArgs) -> anyhow::Result<(String, Vec<Checked>)> {
-    let bounds = parse_bounds(&args.metric, &args.max_increase)?;
-    let (ta, tb) = (read(&args.a)?, read(&args.b)?);
-    let (na, nb) = (args.a.display().to_string(), args.b.display().to_string());
-    compare_texts((&na, &nb), (&ta, &tb), &bounds)
-}
-
-/// `lockrace compare`: prints the table; bad input is reported here (exit 2), not by `main`.
-pub fn main(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    match run(&args) {
-        Ok((text, checked)) => {
-            print!("{text}");
-            if let Err(e) = crate::report::html::write_comparison(&args, &checked) {
-                eprintln!("lockrace: {}", crate::error::render_error(&e));
-                return Ok(ExitCode::from(EXIT_BAD_INPUT));
-            }
-            let code = exit_code(&checked);
-            if code == EXIT_REGRESSION {
-                let over: Vec<&str> = checked
-                    .iter()
-                    .filter(|c| c.exceeded)
-                    .map(|c| c.bound.metric.name)
-                    .collect();
-                let bounds = if over.len() == 1 {
-                    "its bound"
-                } else {
-                    "their bounds"
-                };
-                eprintln!("lockrace: regression: {} beyond {bounds}", over.join(", "));
-            }
-            Ok(ExitCode::from(code))
-        }
-        Err(e) => {
-            eprintln!("lockrace: {}", crate::error::render_error(&e));
-            Ok(ExitCode::from(EXIT_BAD_INPUT))
-        }
-    }
 }
 
 #[cfg(test)]

@@ -102,6 +102,15 @@ impl Names {
         self.map.get(&(dev, ino))?.path.as_deref()
     }
 
+    /// Name the analysis' locks that have no path yet by the paths resolved here.
+    pub fn name_locks(&self, a: &mut crate::analysis::Analysis) {
+        for l in &mut a.locks {
+            if l.path.is_none() {
+                l.path = self.get(l.key.dev, l.key.ino).map(str::to_string);
+            }
+        }
+    }
+
     /// Every resolved path, for [`crate::analysis::AnalysisInput::paths`].
     pub fn resolved(&self) -> Vec<((u32, u64), String)> {
         let mut v: Vec<_> = self

@@ -1,50 +1,23 @@
 //! The live sink of `lockrace trace`: on the capture's reader thread, every event goes to the
-//! JSONL file (`--events`), names its inode ([`Names`]), and is analysed at once by the
-//! streaming analyzer, which also streams Perfetto records (`--perfetto`) as it completes them.
+//! JSONL file (`--events`), names its inode ([`Names`]), and is analysed at once by the one
+//! pipeline (`crate::pipeline`), whose analyzer also streams Perfetto records (`--perfetto`)
+//! as it completes them.
 //!
 //! Invariants: no event is kept after it was analysed (memory is the analyzer's bounded state,
 //! whatever the trace's length); `--interval` tables are printed from the reader thread between
 //! ring drains ([`Sink::idle`]), from the analyzer's live summaries, so they cost nothing per
 //! event.
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lockrace_common::k;
 
 use super::interval::{self, Row};
 use super::names::Names;
-use crate::analysis::observer::{HoldRecord, Observer, ReleaseRecord, RequestRecord};
-use crate::analysis::{Analysis, Analyzer};
 use crate::capture::Sink;
 use crate::events::{Event, Kind};
 use crate::jsonl::Collector;
-
-/// An observer shared with the thread that finishes it (the analyzer owns one handle).
-pub struct Shared<O: Observer + Send>(pub Arc<Mutex<O>>);
-
-impl<O: Observer + Send> Observer for Shared<O> {
-    fn on_task(&mut self, tid: u32, tgid: u32, comm: &str) {
-        if let Ok(mut o) = self.0.lock() {
-            o.on_task(tid, tgid, comm);
-        }
-    }
-    fn on_request(&mut self, r: &RequestRecord) {
-        if let Ok(mut o) = self.0.lock() {
-            o.on_request(r);
-        }
-    }
-    fn on_hold(&mut self, h: &HoldRecord) {
-        if let Ok(mut o) = self.0.lock() {
-            o.on_hold(h);
-        }
-    }
-    fn on_release(&mut self, r: &ReleaseRecord) {
-        if let Ok(mut o) = self.0.lock() {
-            o.on_release(r);
-        }
-    }
-}
+use crate::pipeline::Pipeline;
 
 /// How far behind the clock the interval tables release the reorder buffer.
 const QUIET_MARGIN: Duration = Duration::from_millis(20);
@@ -60,7 +33,7 @@ struct Ticker {
 }
 
 pub struct TraceSink {
-    analyzer: Analyzer<'static>,
+    pipeline: Pipeline,
     jsonl: Option<Collector>,
     names: Names,
     ticker: Option<Ticker>,
@@ -71,14 +44,14 @@ pub struct TraceSink {
 
 impl TraceSink {
     pub fn new(
-        analyzer: Analyzer<'static>,
+        pipeline: Pipeline,
         jsonl: Option<Collector>,
         names: Names,
         interval: Option<(Duration, Box<dyn Write + Send>)>,
     ) -> TraceSink {
         let now = Instant::now();
         TraceSink {
-            analyzer,
+            pipeline,
             jsonl,
             names,
             ticker: interval.map(|(every, out)| Ticker {
@@ -92,30 +65,25 @@ impl TraceSink {
     }
 
     /// The per-lock table as it stands now.
-    pub fn interval_table(&self) -> String {
+    pub fn interval_table(&mut self) -> String {
         let mut rows = Vec::new();
-        self.analyzer.for_each_lock(|s| {
-            rows.push(Row::from_summary(s, self.names.get(s.key.dev, s.key.ino)))
-        });
+        let names = &self.names;
+        self.pipeline
+            .analyzer()
+            .for_each_lock(|s| rows.push(Row::from_summary(s, names.get(s.key.dev, s.key.ino))));
         interval::render(
             self.started
                 .map(|s| s.elapsed().as_secs_f64())
                 .unwrap_or(0.0),
-            self.analyzer.stats().events,
+            self.pipeline.stats().events,
             &rows,
         )
     }
 
-    /// Close the analysis; the resolved paths name the locks. Also returns the names and the
-    /// JSONL writer (for its trailer).
-    pub fn finish_analysis(self) -> (Analysis, Names, Option<Collector>) {
-        let mut a = self.analyzer.finish();
-        for l in &mut a.locks {
-            if l.path.is_none() {
-                l.path = self.names.get(l.key.dev, l.key.ino).map(str::to_string);
-            }
-        }
-        (a, self.names, self.jsonl)
+    /// The pipeline to finish (the names name its locks: [`Names::name_locks`]), the names,
+    /// and the JSONL writer (for its trailer).
+    pub fn into_parts(self) -> (Pipeline, Names, Option<Collector>) {
+        (self.pipeline, self.names, self.jsonl)
     }
 }
 
@@ -130,7 +98,7 @@ impl Sink for TraceSink {
         {
             self.names.note(e.tgid, l.dev, l.ino);
         }
-        self.analyzer.push(e);
+        self.pipeline.push(e);
         Ok(())
     }
 
@@ -148,7 +116,7 @@ impl Sink for TraceSink {
             // (a `--path` trace of a cron job sees a new process each run).
             self.next_prune = Instant::now() + PRUNE_EVERY;
             let before = crate::host::monotonic_ns().saturating_sub(TASK_IDLE.as_nanos() as u64);
-            self.analyzer.prune_tasks(before);
+            self.pipeline.analyzer().prune_tasks(before);
         }
         let due = self
             .ticker
@@ -159,7 +127,8 @@ impl Sink for TraceSink {
             // programs went quiet, time alone releases them (with a margin for records still
             // on their way into the ring).
             let now = crate::host::monotonic_ns();
-            self.analyzer
+            self.pipeline
+                .analyzer()
                 .advance(now.saturating_sub(QUIET_MARGIN.as_nanos() as u64));
             let table = self.interval_table();
             if let Some(t) = self.ticker.as_mut() {
@@ -187,6 +156,7 @@ impl Sink for TraceSink {
 mod tests {
     use super::*;
     use crate::analysis::synth::{Actor, Flavor, Script};
+    use std::sync::{Arc, Mutex};
 
     /// Writes into a shared buffer.
     #[derive(Clone, Default)]
@@ -223,8 +193,9 @@ mod tests {
             crate::analysis::synth::INO,
             "/x".into(),
         );
+        let pipeline = Pipeline::new(&crate::analysis::AnalysisInput::default(), None).unwrap();
         let mut sink = TraceSink::new(
-            Analyzer::new(&crate::analysis::AnalysisInput::default()),
+            pipeline,
             None,
             names,
             Some((Duration::from_millis(1), Box::new(buf.clone()))),
@@ -238,8 +209,17 @@ mod tests {
         let printed = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(printed.contains("/x (flock)"), "{printed}");
         sink.finish().unwrap();
-        let (a, _, jsonl) = sink.finish_analysis();
+        let (pipeline, names, jsonl) = sink.into_parts();
         assert!(jsonl.is_none());
+        let mut a = None;
+        pipeline
+            .finish(|analysis| {
+                names.name_locks(analysis);
+                a = Some(analysis.clone());
+                Default::default()
+            })
+            .unwrap();
+        let a = a.unwrap();
         assert_eq!(a.locks.len(), 1);
         assert_eq!(a.locks[0].path.as_deref(), Some("/x"));
         assert_eq!(a.locks[0].grants, 2);

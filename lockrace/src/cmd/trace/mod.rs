@@ -26,29 +26,61 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 
+use clap::Args;
+
 use self::{names::Names, sink::TraceSink};
+use super::args::{CaptureArgs, HtmlArgs};
+use super::record::{self, RecordConfig, Stop};
 use crate::{
-    analysis::{Analysis, AnalysisInput, Analyzer},
-    capture::{
-        Capture, CaptureStats, Filter,
-        record::{self, RecordConfig, Stop},
-    },
-    cli::TraceArgs,
+    analysis::{Analysis, AnalysisInput},
+    capture::{Capture, CaptureStats, Filter},
     error::hinted,
     jsonl::Collector,
+    pipeline::{PerfettoOut, Pipeline},
     report::{
         self,
-        model::{CaptureInfo, Document, TraceInfo},
-        perfetto::PerfettoWriter,
+        build::{Facts, LossContext, capture_info, document as build_document, loss_reasons},
+        model::{Document, TraceInfo},
     },
     signals,
 };
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Trace this process (all its threads and what it forks from now on). Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Trace every process that locks FILE (followed from its first lock on it). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub path: Vec<PathBuf>,
+    /// Stop after this many seconds (default: when CMD or the pids exit, or at Ctrl-C).
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Print a per-lock summary every S seconds while tracing.
+    #[arg(long, value_name = "S")]
+    pub interval: Option<f64>,
+    /// Write the versioned JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a Perfetto (Chrome JSON) trace to FILE (streamed while tracing).
+    #[arg(long, value_name = "FILE")]
+    pub perfetto: Option<PathBuf>,
+    /// Write every decoded event to FILE as JSON lines (streamed while tracing).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    #[command(flatten)]
+    pub html: HtmlArgs,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// The command to start and trace (its exit status becomes lockrace's).
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
 
 /// A file given with `--path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,7 +233,43 @@ pub fn drop_cut_requests(a: &mut Analysis) -> u64 {
     open
 }
 
-/// The report document of a finished trace.
+/// What the document of a finished trace says besides the analysis (whose requests cut by the
+/// end of the trace are taken out of its incomplete list: `trace.open_requests_at_end` counts
+/// them).
+pub fn facts(
+    cfg: &TraceConfig,
+    analysis: &mut Analysis,
+    stats: &CaptureStats,
+    lock_field_names: &str,
+    stop: &Stop,
+    traced: Duration,
+) -> Facts {
+    let open = drop_cut_requests(analysis);
+    Facts {
+        lock_field_names: lock_field_names.to_string(),
+        raw_pointers: cfg.raw_pointers,
+        capture: Some(capture_info(stats)),
+        trace: Some(TraceInfo {
+            target: cfg.target(),
+            ended_by: ended_by(stop).to_string(),
+            command_exit_code: match stop {
+                Stop::CommandExited(_) => Some(i32::from(exit_code(stop))),
+                _ => None,
+            },
+            traced_ns: u64::try_from(traced.as_nanos()).unwrap_or(u64::MAX),
+            open_requests_at_end: open,
+        }),
+        incomplete: loss_reasons(
+            LossContext::Trace,
+            stats.dropped,
+            stats.decode_errors,
+            stats.untracked_reason(),
+        ),
+        ..Facts::here()
+    }
+}
+
+/// The report document of a finished trace (what [`main`] makes through the pipeline).
 pub fn document(
     cfg: &TraceConfig,
     mut analysis: Analysis,
@@ -210,40 +278,8 @@ pub fn document(
     stop: &Stop,
     traced: Duration,
 ) -> Document {
-    let open = drop_cut_requests(&mut analysis);
-    let mut doc = Document::new(crate::host::kernel_release());
-    doc.kernel.lock_field_names = lock_field_names.to_string();
-    doc.capture = Some(CaptureInfo {
-        events: stats.events,
-        dropped: stats.dropped,
-        complete: stats.complete(),
-    });
-    doc.trace = Some(TraceInfo {
-        target: cfg.target(),
-        ended_by: ended_by(stop).to_string(),
-        command_exit_code: match stop {
-            Stop::CommandExited(_) => Some(i32::from(exit_code(stop))),
-            _ => None,
-        },
-        traced_ns: u64::try_from(traced.as_nanos()).unwrap_or(u64::MAX),
-        open_requests_at_end: open,
-    });
-    if stats.dropped > 0 {
-        doc.mark_incomplete(format!(
-            "{} events were dropped by the kernel (ring buffer full): counts are lower bounds; \
-             try a larger --ring-buffer-mb, or narrow the trace with --pid or --path",
-            stats.dropped
-        ));
-    }
-    if stats.decode_errors > 0 {
-        doc.mark_incomplete(format!("{} records did not decode", stats.decode_errors));
-    }
-    if let Some(why) = stats.untracked_reason() {
-        doc.mark_incomplete(why);
-    }
-    doc.raw_pointers = cfg.raw_pointers;
-    report::build(&mut doc, &analysis);
-    doc
+    let facts = facts(cfg, &mut analysis, stats, lock_field_names, stop, traced);
+    build_document(facts, Some(&analysis))
 }
 
 /// Whether `name` can be started: a path that exists, or a file in a `$PATH` directory.
@@ -293,12 +329,12 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
 
     // Outputs first: a bad path must fail before anything is attached.
-    let perfetto = match &args.perfetto {
-        Some(p) => Some(Arc::new(Mutex::new(
-            PerfettoWriter::create(p)?.raw_pointers(args.capture.raw_pointers),
-        ))),
-        None => None,
-    };
+    let input = AnalysisInput::default();
+    let perfetto = args.perfetto.as_deref().map(|path| PerfettoOut {
+        path,
+        raw_pointers: args.capture.raw_pointers,
+    });
+    let pipeline = Pipeline::new(&input, perfetto)?;
     let jsonl = match &args.events {
         Some(p) => Some(Collector::new_with(
             false,
@@ -306,11 +342,6 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
             args.capture.raw_pointers,
         )?),
         None => None,
-    };
-    let input = AnalysisInput::default();
-    let analyzer = match &perfetto {
-        Some(w) => Analyzer::with_owned_observer(&input, Box::new(sink::Shared(Arc::clone(w)))),
-        None => Analyzer::new(&input),
     };
     let mut names = Names::new();
     for p in &cfg.paths {
@@ -322,7 +353,7 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
             Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>,
         )
     });
-    let sink = TraceSink::new(analyzer, jsonl, names, interval);
+    let sink = TraceSink::new(pipeline, jsonl, names, interval);
 
     let capture = Capture::start_with(&cfg.filter(std::process::id()), &cfg.limits, sink)?;
     let lock_field_names = capture.offsets().lock_field_names;
@@ -366,31 +397,24 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     eprintln!("done");
     let stop = stop?;
 
-    let (analysis, _names, jsonl) = sink.finish_analysis();
+    let (pipeline, names, jsonl) = sink.into_parts();
     if let (Some(mut c), Some(p)) = (jsonl, &args.events) {
         // The trailer makes `lockrace report FILE` state the drops this trace had.
         let trailer = c.trailer(&stats, lock_field_names, Vec::new());
         c.write_meta(&[crate::jsonl::Meta::LockraceTrailer(trailer)])
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
-    if let (Some(w), Some(p)) = (perfetto, &args.perfetto) {
-        let w = Arc::try_unwrap(w)
-            .map_err(|_| anyhow::anyhow!("the Perfetto writer is still in use"))?
-            .into_inner()
-            .map_err(|_| anyhow::anyhow!("the Perfetto writer panicked"))?;
-        w.finish()
-            .with_context(|| format!("cannot write the trace {}", p.display()))?;
-    }
-    let doc = document(&cfg, analysis, &stats, lock_field_names, &stop, traced);
+    let doc = pipeline.finish(|analysis| {
+        names.name_locks(analysis);
+        facts(&cfg, analysis, &stats, lock_field_names, &stop, traced)
+    })?;
     let mut out = std::io::stdout().lock();
     out.write_all(report::terminal::render(&doc).as_bytes())?;
     out.flush()?;
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&doc)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write the report {}", path.display()))?;
+        report::write_json(path, &doc)?;
     }
-    report::html::write_if_asked(&args.html, &doc)?;
+    args.html.write_if_asked(&doc)?;
     Ok(ExitCode::from(exit_code(&stop)))
 }
 

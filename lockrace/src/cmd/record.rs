@@ -7,7 +7,7 @@
 //! the exit status is the command's (128+N when a signal killed it, 127 when it was not found).
 use std::{
     os::unix::process::ExitStatusExt,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitCode, ExitStatus},
     time::{Duration, Instant},
 };
@@ -15,13 +15,33 @@ use std::{
 use anyhow::Context as _;
 use nix::{sys::signal, unistd::Pid};
 
-use super::{Capture, CaptureStats, Filter};
+use clap::Args;
+
+use super::args::CaptureArgs;
+use crate::capture::{Capture, CaptureStats, Filter, Limits};
 use crate::{
-    cli::RecordArgs,
     error::hinted,
     jsonl::{Collector, Meta},
     signals,
 };
+
+#[derive(Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// Write every decoded event to FILE as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub events: PathBuf,
+    /// Trace this process (all its threads and the children it forks). Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Stop after this many seconds (default: when CMD exits, or at Ctrl-C).
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// The command to start and trace.
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
 
 /// How long a command gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
@@ -33,7 +53,7 @@ pub struct RecordConfig {
     pub pids: Vec<u32>,
     pub cmd: Vec<String>,
     pub duration: Option<Duration>,
-    pub limits: super::Limits,
+    pub limits: Limits,
 }
 
 impl RecordConfig {

@@ -29,12 +29,42 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::run::{RunConfig, RunOutcome, execute, fmt_latency};
-use super::trace_pass::{TraceOptions, traced_execute};
-use super::{LockKind, Share, SyncKind};
-use super::{lock_name, share_name};
-use crate::cli::CompareSyncArgs;
-use crate::report::model::HandoffLatency;
+use clap::Args;
+
+use super::run::summary::fmt_latency;
+use super::run::trace_pass::{TraceOptions, traced_execute};
+use crate::capture::Limits;
+use crate::error::hinted;
+use crate::report::model::{Document, HandoffLatency};
+use crate::workload::execute::{Workload, execute};
+use crate::workload::outcome::RunOutcome;
+use crate::workload::sync::sync_name;
+use crate::workload::{LockKind, Share, SyncKind, lock_name, share_name};
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareSyncArgs {
+    /// Turns each role completes in every run.
+    #[arg(long, default_value_t = 20000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: u64,
+    /// Runs per primitive, interleaved (all primitives once, then again); medians are shown.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub repeat: u64,
+    /// Write the table as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Do not trace the file-lock rows, even as root (no self-barge columns).
+    #[arg(long)]
+    pub no_trace: bool,
+    /// Give up on a run whose other side makes no progress for this many seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
+    /// Ring-buffer size in MiB for the traced pass (power of two).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ring_buffer_mb: u32,
+    /// (internal, for tests) create the runs' private temp dirs under DIR instead of $TMPDIR.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub tmpdir_parent: Option<PathBuf>,
+}
 
 /// One way of handing the turn over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,15 +120,15 @@ pub struct CompareSyncConfig {
     /// Turns per role of the traced runs (`iterations`, capped at [`TRACE_ITERATIONS`]).
     pub trace_iterations: u64,
     /// `--ring-buffer-mb` of the traced pass, checked; the task maps keep their default size.
-    pub limits: crate::capture::Limits,
+    pub limits: Limits,
     /// The lockrace binary the roles run (`/proc/self/exe` from the CLI).
     pub exe: PathBuf,
     pub tmpdir_parent: PathBuf,
 }
 
 impl CompareSyncConfig {
-    fn run_config(&self, p: &Primitive) -> RunConfig {
-        RunConfig {
+    fn run_config(&self, p: &Primitive) -> Workload {
+        Workload {
             lock: p.lock,
             share: p.share,
             sync: p.sync,
@@ -107,6 +137,7 @@ impl CompareSyncConfig {
             stall_timeout: self.stall_timeout,
             exe: self.exe.clone(),
             tmpdir_parent: self.tmpdir_parent.clone(),
+            progress: false,
         }
     }
 }
@@ -258,7 +289,7 @@ pub fn rows(runs: &[Vec<RunMetrics>]) -> Vec<Row> {
             };
             Row {
                 primitive: p.name.to_string(),
-                sync: super::sync::sync_name(p.sync).to_string(),
+                sync: sync_name(p.sync).to_string(),
                 lock: file_lock.then(|| lock_name(p.lock).to_string()),
                 share: file_lock.then(|| share_name(p.share).to_string()),
                 mutual_exclusion: overlaps == 0,
@@ -303,7 +334,7 @@ pub fn rows(runs: &[Vec<RunMetrics>]) -> Vec<Row> {
 }
 
 /// The traced figures of one traced run's document.
-pub fn traced_figures(doc: &crate::report::model::Document) -> TracedFigures {
+pub fn traced_figures(doc: &Document) -> TracedFigures {
     let ino = doc
         .workload
         .as_ref()
@@ -335,7 +366,7 @@ pub fn traced_figures(doc: &crate::report::model::Document) -> TracedFigures {
 
 fn failed(p: &Primitive, outcome: &RunOutcome) -> anyhow::Error {
     let why = outcome.incomplete_reasons().join("; ");
-    crate::error::hinted(
+    hinted(
         format!("the {} run failed: {why}", p.name),
         "raise --stall-timeout on a loaded machine, or run that primitive alone with `lockrace run`",
     )
@@ -533,32 +564,36 @@ pub fn render_table(r: &CompareSyncReport) -> String {
     out
 }
 
+impl CompareSyncConfig {
+    /// The flags, checked; the file-lock rows are traced as root unless `--no-trace`.
+    pub fn from_args(args: &CompareSyncArgs, root: bool) -> anyhow::Result<CompareSyncConfig> {
+        let tmpdir_parent = args
+            .tmpdir_parent
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        if !tmpdir_parent.is_dir() {
+            return Err(hinted(
+                format!("{} is not a directory", tmpdir_parent.display()),
+                "set TMPDIR to a writable directory",
+            ));
+        }
+        Ok(CompareSyncConfig {
+            iterations: args.iterations,
+            repeat: args.repeat,
+            stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
+            trace: root && !args.no_trace,
+            trace_iterations: args.iterations.min(TRACE_ITERATIONS),
+            limits: Limits::from_flags(args.ring_buffer_mb, crate::capture::loader::TASKS_DEFAULT)?,
+            exe: PathBuf::from("/proc/self/exe"),
+            tmpdir_parent,
+        })
+    }
+}
+
 pub fn main(args: CompareSyncArgs) -> anyhow::Result<ExitCode> {
     crate::signals::install()?;
     let root = nix::unistd::geteuid().is_root();
-    let tmpdir_parent = args
-        .tmpdir_parent
-        .clone()
-        .unwrap_or_else(std::env::temp_dir);
-    if !tmpdir_parent.is_dir() {
-        return Err(crate::error::hinted(
-            format!("{} is not a directory", tmpdir_parent.display()),
-            "set TMPDIR to a writable directory",
-        ));
-    }
-    let cfg = CompareSyncConfig {
-        iterations: args.iterations,
-        repeat: args.repeat,
-        stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
-        trace: root && !args.no_trace,
-        trace_iterations: args.iterations.min(TRACE_ITERATIONS),
-        limits: crate::capture::Limits::from_flags(
-            args.ring_buffer_mb,
-            crate::capture::loader::TASKS_DEFAULT,
-        )?,
-        exe: PathBuf::from("/proc/self/exe"),
-        tmpdir_parent,
-    };
+    let cfg = CompareSyncConfig::from_args(&args, root)?;
     if !root && !args.no_trace {
         eprintln!(
             "lockrace: not root, so the file-lock rows are not traced (no self-barge columns)"
