@@ -67,6 +67,19 @@ pub struct HtmlArgs {
     pub html_handoffs: u64,
 }
 
+/// `--tmpdir-parent DIR` (hidden, for tests) or `$TMPDIR`: where a run's private temp dir is
+/// made; it must be a directory.
+pub fn tmpdir_parent(flag: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = flag.clone().unwrap_or_else(std::env::temp_dir);
+    if !dir.is_dir() {
+        return Err(crate::error::hinted(
+            format!("{} is not a directory", dir.display()),
+            "set TMPDIR to a writable directory",
+        ));
+    }
+    Ok(dir)
+}
+
 impl HtmlArgs {
     /// How much of the report the page draws.
     pub fn options(&self) -> html::Options {

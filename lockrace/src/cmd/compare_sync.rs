@@ -567,16 +567,7 @@ pub fn render_table(r: &CompareSyncReport) -> String {
 impl CompareSyncConfig {
     /// The flags, checked; the file-lock rows are traced as root unless `--no-trace`.
     pub fn from_args(args: &CompareSyncArgs, root: bool) -> anyhow::Result<CompareSyncConfig> {
-        let tmpdir_parent = args
-            .tmpdir_parent
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
-        if !tmpdir_parent.is_dir() {
-            return Err(hinted(
-                format!("{} is not a directory", tmpdir_parent.display()),
-                "set TMPDIR to a writable directory",
-            ));
-        }
+        let tmpdir_parent = super::args::tmpdir_parent(&args.tmpdir_parent)?;
         Ok(CompareSyncConfig {
             iterations: args.iterations,
             repeat: args.repeat,

@@ -102,7 +102,31 @@ pub struct Counts {
     pub elapsed_ns: u64,
 }
 
+impl Counts {
+    /// A loop of turns, where every grant was a turn or a whoops.
+    pub fn of_turns(turns: u64, whoops: u64, overlaps: u64, elapsed_ns: u64) -> Counts {
+        Counts {
+            turns,
+            acquisitions: turns + whoops,
+            whoops,
+            overlaps,
+            elapsed_ns,
+        }
+    }
+}
+
 impl LoopResult {
+    /// A loop of turns (the turn loop, the remedies'), with the handoff latency it measured.
+    pub fn of_turns(
+        role: Role,
+        memfd: (u64, u64),
+        counts: Counts,
+        latency: &LatencyHist,
+        log: Vec<Acquisition>,
+    ) -> LoopResult {
+        LoopResult::new(role, memfd, counts, Some(latency.summary()), None, log)
+    }
+
     /// The one way a role's report is made: this process, its memfd `(dev, ino)`, what its
     /// loop counted, the handoff latency it measured and (scenario) what it saw of upgrades.
     pub fn new(
@@ -272,19 +296,12 @@ pub fn turn_loop(cfg: &RoleConfig, fd: OwnedFd, dev: u64, ino: u64) -> anyhow::R
     }
     let elapsed_ns = monotonic_ns().saturating_sub(start);
     watchdog.stop();
-    let counts = Counts {
-        turns,
-        acquisitions: turns + whoops,
-        whoops,
-        overlaps,
-        elapsed_ns,
-    };
-    Ok(LoopResult::new(
+    let counts = Counts::of_turns(turns, whoops, overlaps, elapsed_ns);
+    Ok(LoopResult::of_turns(
         role,
         (dev, ino),
         counts,
-        Some(latency.summary()),
-        None,
+        &latency,
         log,
     ))
 }

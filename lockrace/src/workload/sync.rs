@@ -386,19 +386,12 @@ pub fn sync_loop(
     }
     let elapsed_ns = monotonic_ns().saturating_sub(start);
     watchdog.stop();
-    let counts = Counts {
-        turns,
-        acquisitions: turns + tally.whoops,
-        whoops: tally.whoops,
-        overlaps,
-        elapsed_ns,
-    };
-    Ok(LoopResult::new(
+    let counts = Counts::of_turns(turns, tally.whoops, overlaps, elapsed_ns);
+    Ok(LoopResult::of_turns(
         role,
         (dev, ino),
         counts,
-        Some(latency.summary()),
-        None,
+        &latency,
         tally.log,
     ))
 }

@@ -1,13 +1,10 @@
 //! Root integration tests of what `cargo xtask bench` measures, on the real kernel: the lean
 //! probe set of a traced run still sees every grant, and the lock storm's in-process capture
 //! decodes every record of every lock call. They FAIL (never skip) when eBPF cannot load.
-use std::process::Command;
 
 use serde_json::Value;
 
-fn lockrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockrace"))
-}
+use crate::lockrace;
 
 fn json_of(out: &std::process::Output, what: &str) -> Value {
     assert!(

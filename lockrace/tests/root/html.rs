@@ -3,16 +3,12 @@
 //! task of each drawn handoff, one arrow per wakeup), with the workload's and the whoops' own
 //! sections. They FAIL (never skip) when eBPF cannot load.
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-use crate::html_support::assert_self_contained;
+use crate::{lockrace, read_json};
 
-fn lockrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockrace"))
-}
+use crate::html_support::assert_self_contained;
 
 /// As the HTML report escapes text.
 fn esc(s: &str) -> String {
@@ -21,10 +17,6 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 /// The lanes and wakeup arrows of handoff `rank`'s figure in `page`.

@@ -4,6 +4,9 @@
 //! lock handoffs, so they must not overlap), with `LOCKRACE_REQUIRE_ROOT_TESTS=1`. They FAIL,
 //! never skip, when eBPF cannot load; run by hand: `sudo -E cargo test -p lockrace --test root
 //! -- --test-threads=1` (or name a module: `... --test root hardening::`).
+use std::path::Path;
+use std::process::Command;
+
 #[path = "../support/html.rs"]
 mod html_support;
 
@@ -15,3 +18,15 @@ mod remedies;
 mod run;
 mod trace;
 mod vm;
+
+/// The lockrace binary under test.
+fn lockrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lockrace"))
+}
+
+/// A JSON report a command wrote.
+fn read_json(p: &Path) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("no report at {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}

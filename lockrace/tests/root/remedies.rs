@@ -3,21 +3,18 @@
 //! fcntl(F_SETLKW), and compare-sync's traced pass adds self-barges to the file-lock rows.
 //! They FAIL (never skip) when eBPF cannot load.
 use std::io::BufRead;
-use std::process::Command;
 
 use lockrace::events::{Event, from_json};
 use lockrace::workload::evidence::{self, CallPath};
 use serde_json::Value;
+
+use crate::lockrace;
 
 /// One traced workload at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lockrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockrace"))
 }
 
 /// `lockrace run ARGS --json F` traced; returns the JSON and stdout.

@@ -4,9 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn lockrace() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockrace"))
-}
+use crate::lockrace;
 
 /// `lockrace run ARGS --json F` traced, returning the parsed report.
 fn traced_run(args: &[&str]) -> Value {

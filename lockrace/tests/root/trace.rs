@@ -15,6 +15,8 @@ use std::{
 
 use serde_json::Value;
 
+use crate::read_json;
+
 /// A running `lockrace trace`, its stderr read by a thread.
 struct Tracer {
     child: Child,
@@ -107,12 +109,6 @@ impl Tracer {
         }
         (status.code(), stdout, self.stderr)
     }
-}
-
-fn read_json(p: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("no report at {}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap()
 }
 
 fn canonical(p: &Path) -> String {

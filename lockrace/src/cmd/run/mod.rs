@@ -192,16 +192,7 @@ fn workload(args: &RunArgs) -> anyhow::Result<Workload> {
     if w.iterations == 0 {
         anyhow::bail!("--iterations must be at least 1");
     }
-    let tmpdir_parent = args
-        .tmpdir_parent
-        .clone()
-        .unwrap_or_else(std::env::temp_dir);
-    if !tmpdir_parent.is_dir() {
-        return Err(hinted(
-            format!("{} is not a directory", tmpdir_parent.display()),
-            "set TMPDIR to a writable directory",
-        ));
-    }
+    let tmpdir_parent = super::args::tmpdir_parent(&args.tmpdir_parent)?;
     // Both roles' view of the combination must be valid (the server's and the client's lock
     // differ in `mixed`); the run keeps the client's, i.e. the `--lock` flavour.
     effective_lock(Role::Server, w.lock, w.share, w.sync, w.scenario)?;
