@@ -1,5 +1,6 @@
 //! `lockrace record`: record the file-lock and related scheduler events of a command (and every
-//! process it forks), or of running processes, to JSONL.
+//! process it forks), or of running processes, to JSONL. Its supervision of a command or of
+//! pids ([`supervise`], [`Stop`]) and its flag checks are shared with `lockrace trace`.
 //!
 //! Invariants: the programs are attached before the command starts (our own pid is in the
 //! filter and the kernel adopts what we fork), so its first lock request is seen; the command is

@@ -1,6 +1,6 @@
-//! The JSONL event file, in one place (docs/EVENTS.md): [`file`] the meta lines (header,
-//! acquisitions, trailer), [`writer`] the capture sink that writes a file, [`reader`] the
-//! streaming reader `lockrace report` and the tests use. An event's own line is
+//! The JSONL event file, in one place (docs/EVENTS.md): [`file`](mod@file) the meta lines
+//! (header, acquisitions, trailer), [`writer`] the capture sink that writes a file, [`reader`]
+//! the streaming reader `lockrace report` and the tests use. An event's own line is
 //! [`crate::events::JsonEvent`].
 //!
 //! Invariant: a file written by any capturing command reads back into the same analysis input

@@ -1,8 +1,11 @@
-//! Analysis -> report document: per-lock tables, worst handoffs, whoops, diagnosis, verdict.
+//! The one constructor of the report document, [`document`]: the [`Facts`] (where the events
+//! came from, what the capture lost: [`loss_reasons`] words it once) and the analysis ->
+//! per-lock tables, worst handoffs, whoops, diagnosis, verdict.
 //!
-//! Invariants: pure (no I/O); the verdict is derived from the document alone, so a document read
-//! back from JSON renders the same; a diagnosis is only emitted when its counter is non-zero and
-//! always carries the numbers behind it in `evidence`.
+//! Invariants: pure (no I/O); a document is complete unless a fact or the analysis says why
+//! not, and nothing changes it after it is built; the verdict is derived from the document
+//! alone, so a document read back from JSON renders the same; a diagnosis is only emitted when
+//! its counter is non-zero and always carries the numbers behind it in `evidence`.
 use serde_json::json;
 
 use super::model::*;

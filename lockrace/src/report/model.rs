@@ -6,9 +6,10 @@
 //! incompatible change (adding a field with a default is compatible).
 //!
 //! Invariants: this file imports nothing of lockrace (the code that fills a type lives with
-//! its producer: `report::build`, `report::contention`, `workload::latency`); every list is bounded (see the analysis caps); kernel pointers are `#N` labels
-//! numbered in the document, or hex strings with `raw_pointers` (JSON numbers lose precision
-//! above 2^53); durations are integer nanoseconds.
+//! its producer: `report::build`, `report::contention`, `workload::latency`, `workload::role`);
+//! every list is bounded (see the analysis caps); kernel pointers are `#N` labels numbered in
+//! the document, or hex strings with `raw_pointers` (JSON numbers lose precision above 2^53);
+//! durations are integer nanoseconds.
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA_VERSION: u32 = 1;

@@ -3,7 +3,8 @@
 //! NAME.expected.json) and the facts the kernel semantics demand.
 //!
 //! After an intended change of the analysis, regenerate the expected documents with
-//! `LOCKRACE_BLESS=1 cargo test -p lockrace --test analysis_fixtures` and review the diff.
+//! `LOCKRACE_BLESS=1 cargo test -p lockrace --test integration analysis_fixtures` and review the
+//! diff.
 use std::path::{Path, PathBuf};
 
 use lockrace::analysis::{Acquisition, AnalysisInput, RoleInput, WhoopsInput, analyze};

@@ -1,4 +1,4 @@
-//! `--html FILE` through the real binary, without a browser (tests/html_browser.rs loads a page
+//! `--html FILE` through the real binary, without a browser (html_browser.rs loads a page
 //! in Chromium): `report` on the recorded fixtures, `compare` of two reports side by side, an
 //! untraced `run`, and the errors (an unwritable file, a scenario) in the one-line style.
 use std::path::{Path, PathBuf};

@@ -5,8 +5,8 @@
 //! `cargo xtask test` serially as root; `hardening_peers` and `fuzz_decoders` are binaries of
 //! their own (one counts its process's descriptors, the other is long-running on demand).
 //!
-//! Invariant: tests that run a workload (two roles handing a lock back and forth) take
-//! [`workload_support::one_workload_at_a_time`], so two never share the CPUs.
+//! Invariant: tests that run a workload (two roles handing a lock back and forth) hold
+//! [`workload_support::serial`], so two never share the CPUs.
 #[path = "../support/html.rs"]
 mod html_support;
 #[path = "../support/workload.rs"]

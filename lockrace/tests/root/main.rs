@@ -2,8 +2,8 @@
 //! the real kernel, real events. `cargo xtask test` builds this binary as the current user and
 //! runs it as root, one test at a time (`--test-threads=1`: the tests attach programs and time
 //! lock handoffs, so they must not overlap), with `LOCKRACE_REQUIRE_ROOT_TESTS=1`. They FAIL,
-//! never skip, when eBPF cannot load; run by hand: `sudo -E cargo test -p lockrace --test root
-//! -- --test-threads=1` (or name a module: `... --test root hardening::`).
+//! never skip, when eBPF cannot load. As root, one area by hand: `cargo test -p lockrace --test
+//! root hardening:: -- --test-threads=1`.
 use std::path::Path;
 use std::process::Command;
 

@@ -8,8 +8,9 @@
 //!
 //! Invariants:
 //! - events are analysed on the capture's reader thread as they arrive and then dropped
-//!   ([`sink::TraceSink`]); `--perfetto` is streamed by the analyzer's observer and `--events`
-//!   by the JSONL writer, so memory stays flat however long the trace runs;
+//!   ([`sink::TraceSink`] feeds the one pipeline, `crate::pipeline::Pipeline`); `--perfetto` is
+//!   streamed by the analyzer's observer and `--events` by the JSONL writer, so memory stays
+//!   flat however long the trace runs; the document is made from [`facts`] when it ends;
 //! - the programs are attached before the command starts and before the "Tracing" line is
 //!   printed, so whatever happens after that line is seen;
 //! - a trace always ends with a report: at the command's exit (its exit status is ours; 127

@@ -5,7 +5,7 @@
 //! arrows from waker to wakee, the grant that followed, a time axis in µs), log2 histograms of
 //! wait time and wake-to-run latency as SVG bars, and what is missing. [`render_comparison`]
 //! puts several reports side by side with a chart of whoops per handoff (`lockrace compare
-//! --html`). Here: the page and its header; [`sections`] the sections, [`svg`] the drawings,
+//! --html`). Here: the page and its header; `sections` the sections, `svg` the drawings,
 //! [`compare`] the side-by-side page.
 //!
 //! Invariants: pure string building (only [`write`] touches the disk); self-contained: inline
