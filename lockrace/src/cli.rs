@@ -1,8 +1,15 @@
-//! Command-line surface: flags are parsed here (clap), then validated into typed configs by the
-//! subcommand modules. Nothing in this file touches the system.
-use std::path::PathBuf;
+//! The command line, the top floor of the library: [`Cli`] and its [`Command`]s (each
+//! subcommand's flags are its own `Args`, in `cmd`), their help examples, and [`dispatch`] to
+//! the subcommand's `main`. Flags are parsed here (clap), then validated into typed configs by
+//! the subcommand modules. Nothing in this file touches the system.
+use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{
+    self, compare::CompareArgs, compare_sync::CompareSyncArgs, record::RecordArgs,
+    report::ReportArgs, role::RoleArgs, run::RunArgs, trace::TraceArgs,
+};
 
 const ABOUT: &str = "When a Linux file lock is released, who gets it next, and why?";
 
@@ -46,14 +53,14 @@ pub enum Command {
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
     /// Compare two JSON reports side by side; exit 1 when a metric grew beyond a bound.
-    #[command(after_help = crate::compare::HELP)]
+    #[command(after_help = crate::report::compare::HELP)]
     Compare(CompareArgs),
     /// Every way of handing the turn over (file locks, eventfd, futex) measured side by side.
     #[command(after_help = COMPARE_SYNC_EXAMPLES)]
     CompareSync(CompareSyncArgs),
     /// (internal) measurement helpers for `cargo xtask bench`.
     #[command(subcommand, hide = true, after_help = BENCH_EXAMPLES)]
-    Bench(crate::bench::BenchCommand),
+    Bench(cmd::bench::BenchCommand),
 }
 
 const BENCH_EXAMPLES: &str = "\
@@ -100,281 +107,38 @@ Examples:
   lockrace report ev.jsonl --json report.json --perfetto trace.json
   lockrace report ev.jsonl --html report.html --html-handoffs 8";
 
-/// Lock flavour used by the workload.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LockKind {
-    /// fcntl(F_SETLKW): POSIX record lock, owned by the process.
-    Posix,
-    /// fcntl(F_OFD_SETLKW): open-file-description lock (the seed's choice).
-    Ofd,
-    /// flock(LOCK_EX): BSD lock, owned by the open file description.
-    Flock,
-    /// lockf(F_LOCK): POSIX lock through the libc wrapper.
-    Lockf,
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .try_init();
 }
 
-/// How the two roles reach the memfd.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Share {
-    /// Use the received descriptor as is: one open file description for both (the seed).
-    Same,
-    /// Re-open /proc/self/fd/N: each role gets its own open file description.
-    Reopen,
-}
-
-/// How the two roles hand the turn to each other.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum SyncKind {
-    /// A file lock around the turn (`--lock`, `--share`): the seed's experiment.
-    #[default]
-    Fcntl,
-    /// Two eventfds passed with the memfd: each side blocks on its own, then signals the other's.
-    Eventfd,
-    /// A turn word in the shared memfd with FUTEX_WAIT / FUTEX_WAKE (shared, not private).
-    Futex,
-}
-
-/// The probe sets of a traced run (docs/BENCHMARKS.md measures both).
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum ProbeSet {
-    /// Every probe: each lock request from syscall entry to exit, every wakeup of a waiter.
-    #[default]
-    Full,
-    /// Lock decisions and the wakeups and switches of blocked waiters; no syscall enter/exit.
-    Lean,
-}
-
-/// A shape that checks one of the seed's other claims instead of the turn loop.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Scenario {
-    /// Both hold a shared lock; the server upgrades to exclusive, the client then asks for one.
-    Upgrade,
-    /// The server takes flock(), the client the `--lock` fcntl flavour, on the same memfd.
-    Mixed,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct WorkloadArgs {
-    /// Lock flavour.
-    #[arg(long, value_enum, default_value_t = LockKind::Ofd)]
-    pub lock: LockKind,
-    /// Share mode of the memfd between the two roles.
-    #[arg(long, value_enum, default_value_t = Share::Same)]
-    pub share: Share,
-    /// Turns each role completes (whoops are retried and do not count).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
-    pub iterations: u64,
-    /// Give up when the other side makes no progress for this many seconds.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub stall_timeout: u64,
-    /// Hand the turn over with a file lock (`fcntl`: --lock/--share), or with eventfd or futex.
-    #[arg(long, value_enum, default_value_t = SyncKind::Fcntl)]
-    pub sync: SyncKind,
-    /// Run a scenario instead of the turn loop (`--iterations` rounds; see docs/WORKLOAD.md).
-    #[arg(long, value_enum)]
-    pub scenario: Option<Scenario>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub workload: WorkloadArgs,
-    /// Do not attach eBPF programs (no root needed).
-    #[arg(long)]
-    pub no_trace: bool,
-    /// Skip the untraced baseline run that a traced run starts with.
-    #[arg(long)]
-    pub no_baseline: bool,
-    /// Write the versioned JSON report to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write every decoded kernel event to FILE as JSON lines.
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<PathBuf>,
-    /// Write a Perfetto (Chrome JSON) trace to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub perfetto: Option<PathBuf>,
-    #[command(flatten)]
-    pub html: HtmlArgs,
-    #[command(flatten)]
-    pub capture: CaptureArgs,
-    /// Which probes a traced run attaches (lean: lock decisions and blocked waiters only, one
-    /// event per uncontended lock call instead of four, so the race moves less).
-    #[arg(long, value_enum, default_value_t = ProbeSet::Full)]
-    pub probes: ProbeSet,
-    /// (internal, for tests) create the run's private temp dir under DIR instead of $TMPDIR.
-    #[arg(long, value_name = "DIR", hide = true)]
-    pub tmpdir_parent: Option<PathBuf>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RoleArgs {
-    /// Unix datagram socket path (the server binds it, the client sends to it).
-    #[arg(long, value_name = "PATH")]
-    pub socket: PathBuf,
-    #[command(flatten)]
-    pub workload: WorkloadArgs,
-    /// Print one JSON object instead of the one-line summary.
-    #[arg(long)]
-    pub json: bool,
-    /// (internal, used by `run`) write one line per acquisition to FILE.
-    #[arg(long, value_name = "FILE", hide = true)]
-    pub acquisition_log: Option<PathBuf>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RecordArgs {
-    /// Write every decoded event to FILE as JSON lines.
-    #[arg(long, value_name = "FILE")]
-    pub events: PathBuf,
-    /// Trace this process (all its threads and the children it forks). Repeatable.
-    #[arg(long, value_name = "PID")]
-    pub pid: Vec<u32>,
-    /// Stop after this many seconds (default: when CMD exits, or at Ctrl-C).
-    #[arg(long, value_name = "S")]
-    pub duration: Option<f64>,
-    #[command(flatten)]
-    pub capture: CaptureArgs,
-    /// The command to start and trace.
-    #[arg(last = true, value_name = "CMD")]
-    pub cmd: Vec<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct TraceArgs {
-    /// Trace this process (all its threads and what it forks from now on). Repeatable.
-    #[arg(long, value_name = "PID")]
-    pub pid: Vec<u32>,
-    /// Trace every process that locks FILE (followed from its first lock on it). Repeatable.
-    #[arg(long, value_name = "FILE")]
-    pub path: Vec<PathBuf>,
-    /// Stop after this many seconds (default: when CMD or the pids exit, or at Ctrl-C).
-    #[arg(long, value_name = "S")]
-    pub duration: Option<f64>,
-    /// Print a per-lock summary every S seconds while tracing.
-    #[arg(long, value_name = "S")]
-    pub interval: Option<f64>,
-    /// Write the versioned JSON report to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write a Perfetto (Chrome JSON) trace to FILE (streamed while tracing).
-    #[arg(long, value_name = "FILE")]
-    pub perfetto: Option<PathBuf>,
-    /// Write every decoded event to FILE as JSON lines (streamed while tracing).
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<PathBuf>,
-    #[command(flatten)]
-    pub html: HtmlArgs,
-    #[command(flatten)]
-    pub capture: CaptureArgs,
-    /// The command to start and trace (its exit status becomes lockrace's).
-    #[arg(last = true, value_name = "CMD")]
-    pub cmd: Vec<String>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ReportArgs {
-    /// A JSONL event file written by `--events`.
-    #[arg(value_name = "EVENTS.jsonl")]
-    pub events: PathBuf,
-    /// Write the versioned JSON report to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write a Perfetto (Chrome JSON) trace to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub perfetto: Option<PathBuf>,
-    #[command(flatten)]
-    pub html: HtmlArgs,
-    /// Show the kernel's addresses of lock owners and blockers (when the events file has them)
-    /// instead of `#N` labels.
-    #[arg(long)]
-    pub raw_pointers: bool,
-}
-
-/// The kernel-side sizes and output choice of every capturing command (run, record, trace).
-#[derive(Args, Debug, Clone)]
-pub struct CaptureArgs {
-    /// Ring-buffer size in MiB (power of two).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub ring_buffer_mb: u32,
-    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
-    /// many), from 64 to 262144.
-    #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
-    pub max_tasks: u32,
-    /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
-    /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
-    #[arg(long)]
-    pub raw_pointers: bool,
-}
-
-impl CaptureArgs {
-    /// `--ring-buffer-mb` and `--max-tasks`, checked (one line naming the bad flag).
-    pub fn limits(&self) -> anyhow::Result<crate::capture::Limits> {
-        crate::capture::Limits::from_flags(self.ring_buffer_mb, self.max_tasks)
+/// Run the subcommand.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => cmd::run::main(args),
+        Command::Server(args) => cmd::role::server_main(args),
+        Command::Client(args) => cmd::role::client_main(args),
+        Command::Record(args) => cmd::record::main(args),
+        Command::Trace(args) => cmd::trace::main(args),
+        Command::Report(args) => cmd::report::main(args),
+        Command::Compare(args) => cmd::compare::main(args),
+        Command::CompareSync(args) => cmd::compare_sync::main(args),
+        Command::Bench(command) => cmd::bench::main(command),
     }
-}
-
-/// `--html FILE` and how much of the report it draws (run, report, trace; compare has its own).
-#[derive(Args, Debug, Clone)]
-pub struct HtmlArgs {
-    /// Write a self-contained HTML report to FILE (inline CSS and SVG timelines; fetches nothing).
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// Worst handoffs drawn as timelines in the HTML report (the report keeps at most 8).
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=8))]
-    pub html_handoffs: u64,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct CompareArgs {
-    /// The baseline report (`lockrace run --json`), e.g. from a known-good kernel.
-    #[arg(value_name = "A.json")]
-    pub a: PathBuf,
-    /// The report to check against A.
-    #[arg(value_name = "B.json")]
-    pub b: PathBuf,
-    /// A metric to bound (see the list below); repeatable, each with one --max-increase.
-    #[arg(long, value_name = "NAME")]
-    pub metric: Vec<String>,
-    /// The largest increase of B over A, in percent, for the --metric at the same position.
-    #[arg(long, value_name = "PCT")]
-    pub max_increase: Vec<f64>,
-    /// Also write both reports side by side, with a chart of whoops per handoff, to FILE (HTML).
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-    /// Worst handoffs drawn per report in the HTML comparison.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=8))]
-    pub html_handoffs: u64,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct CompareSyncArgs {
-    /// Turns each role completes in every run.
-    #[arg(long, default_value_t = 20000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub iterations: u64,
-    /// Runs per primitive, interleaved (all primitives once, then again); medians are shown.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub repeat: u64,
-    /// Write the table as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Do not trace the file-lock rows, even as root (no self-barge columns).
-    #[arg(long)]
-    pub no_trace: bool,
-    /// Give up on a run whose other side makes no progress for this many seconds.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub stall_timeout: u64,
-    /// Ring-buffer size in MiB for the traced pass (power of two).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub ring_buffer_mb: u32,
-    /// (internal, for tests) create the runs' private temp dirs under DIR instead of $TMPDIR.
-    #[arg(long, value_name = "DIR", hide = true)]
-    pub tmpdir_parent: Option<PathBuf>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::{LockKind, Share};
 
     #[test]
     fn iterations_must_be_positive_numbers() {

@@ -5,11 +5,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = lockrace::cli::Cli::parse();
-    lockrace::app::init_logging(cli.verbose);
-    match lockrace::app::dispatch(cli) {
+    lockrace::cli::init_logging(cli.verbose);
+    match lockrace::cli::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("lockrace: {}", lockrace::app::render_error(&err));
+            eprintln!("lockrace: {}", lockrace::error::render_error(&err));
             ExitCode::FAILURE
         }
     }

@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn handled_set_is_sigint_and_sigterm() {
-        // install() is exercised by the integration tests (tests/workload_faults.rs): installing
+        // install() is exercised by the integration tests (tests/integration/workload_faults.rs): installing
         // it here would make the unit-test binary ignore Ctrl-C.
         let set = handled();
         assert!(set.contains(Signal::SIGINT) && set.contains(Signal::SIGTERM));

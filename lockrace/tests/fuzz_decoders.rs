@@ -1,7 +1,7 @@
 //! Property-based fuzzing (proptest) of every decoder that reads outside input: the raw
 //! ring-buffer record decoder (`events::decode`), the tracefs `format` parser
 //! (`capture::tracefs::parse_format`, the offset resolvers and `resolve`), and the JSONL readers
-//! (`events::from_json`, `events::meta_from_json`, `report::offline::analyze_file`).
+//! (`events::from_json`, `jsonl::file::meta_from_json`, `cmd::report::analyze_file`).
 //!
 //! Properties: nothing panics on any input (arbitrary bytes, and valid inputs mutated byte- and
 //! line-wise); valid inputs round-trip (a kernel-shaped record decodes to the event it encodes
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use lockrace::capture::tracefs;
 use lockrace::events::{self, Comm, Data, Event, Kind, LockData, SchedData, SyscallData};
+use lockrace::jsonl::file as jfile;
 use lockrace_common::{
     Header, LockBody, LockEvent, SchedBody, SchedEvent, SyscallBody, SyscallEvent,
 };
@@ -565,21 +566,22 @@ fn event_fixture(name: &str) -> String {
 }
 
 fn meta_lines() -> Vec<String> {
-    use events::{FileHeader, FileTrailer, Meta};
-    let mut out = vec![events::meta_to_json(&Meta::LockraceHeader(
-        FileHeader::new("run --lock posix --share reopen"),
-    ))];
-    for m in events::acquisition_chunks("server", 16637, &[(1, false), (2, true), (3, false)]) {
-        out.push(events::meta_to_json(&m));
+    use jfile::{FileHeader, FileTrailer, Meta};
+    let mut out = vec![jfile::meta_to_json(&Meta::LockraceHeader(FileHeader::new(
+        "run --lock posix --share reopen",
+    )))];
+    for m in jfile::acquisition_chunks("server", 16637, &[(1, false), (2, true), (3, false)]) {
+        out.push(jfile::meta_to_json(&m));
     }
-    let workload: lockrace::workload::WorkloadReport = serde_json::from_value(serde_json::json!({
-        "lock": "posix", "share": "reopen", "iterations": 3,
-        "roles": [{"role": "server", "pid": 16637, "iterations": 3, "acquisitions": 3,
-                   "whoops": 1, "overlaps": 0, "elapsed_ns": 1000, "memfd_dev": 1,
-                   "memfd_ino": 1176}]
-    }))
-    .unwrap();
-    out.push(events::meta_to_json(&Meta::LockraceTrailer(FileTrailer {
+    let workload: lockrace::report::model::WorkloadReport =
+        serde_json::from_value(serde_json::json!({
+            "lock": "posix", "share": "reopen", "iterations": 3,
+            "roles": [{"role": "server", "pid": 16637, "iterations": 3, "acquisitions": 3,
+                       "whoops": 1, "overlaps": 0, "elapsed_ns": 1000, "memfd_dev": 1,
+                       "memfd_ino": 1176}]
+        }))
+        .unwrap();
+    out.push(jfile::meta_to_json(&Meta::LockraceTrailer(FileTrailer {
         events: 200,
         dropped: 0,
         decode_errors: 0,
@@ -619,12 +621,12 @@ fn json_lines_never_panic_and_round_trip() {
                     .map_err(|err| TestCaseError::fail(err.to_string()))?;
                 prop_assert_eq!(back, e);
             }
-            if let Ok(meta) = events::meta_from_json(&line) {
-                let back = events::meta_from_json(&events::meta_to_json(&meta))
+            if let Ok(meta) = jfile::meta_from_json(&line) {
+                let back = jfile::meta_from_json(&jfile::meta_to_json(&meta))
                     .map_err(|err| TestCaseError::fail(err.to_string()))?;
                 prop_assert_eq!(back, meta);
             }
-            let _ = events::is_meta_line(&line);
+            let _ = jfile::is_meta_line(&line);
             Ok(())
         },
     );
@@ -663,7 +665,7 @@ fn json_lines_never_panic_on_arbitrary_text() {
         |parts| {
             let line: String = parts.concat();
             let _ = events::from_json(&line);
-            let _ = events::meta_from_json(&line);
+            let _ = jfile::meta_from_json(&line);
             Ok(())
         },
     );
@@ -733,13 +735,13 @@ fn analyze_file_never_panics_on_mutated_files() {
     let (file, trace) = (dir.path().join("f.jsonl"), dir.path().join("t.json"));
     // The pristine file analyses.
     std::fs::write(&file, base.join("\n") + "\n").unwrap();
-    lockrace::report::offline::analyze_file(&file, None).unwrap();
+    lockrace::cmd::report::analyze_file(&file, None).unwrap();
     fuzz(
         "analyze_file(mutated file)",
         prop::collection::vec(file_edit(), 1..6),
         |edits| {
             std::fs::write(&file, edit_file(&base, &edits)).unwrap();
-            match lockrace::report::offline::analyze_file(&file, Some(&trace)) {
+            match lockrace::cmd::report::analyze_file(&file, Some(&trace)) {
                 Ok(doc) => {
                     let _ = lockrace::report::terminal::render(&doc);
                     let json = serde_json::to_string(&doc)
@@ -751,7 +753,7 @@ fn analyze_file_never_panics_on_mutated_files() {
                         "the Perfetto trace is not JSON"
                     );
                 }
-                Err(e) => prop_assert!(!lockrace::app::render_error(&e).is_empty()),
+                Err(e) => prop_assert!(!lockrace::error::render_error(&e).is_empty()),
             }
             Ok(())
         },

@@ -8,6 +8,7 @@
 //!   pipe whose write end was sent sees EOF while the receiver is still alive.
 //! - Socket paths: `run` puts its socket in a fresh 0700 directory; an explicit `--socket` that
 //!   is a symlink or a regular file is refused and left as it was.
+#[path = "support/workload.rs"]
 mod workload_support;
 
 use std::io::{BufRead, BufReader};

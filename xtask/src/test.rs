@@ -1,7 +1,7 @@
 //! `cargo xtask test [--quick]`: setup, then every check CI runs, in order: rustfmt, clippy, the
-//! unit and integration tests, the doc tests, and the root-only tests (lockrace/tests/root_*.rs,
-//! serially, as root, with `LOCKRACE_REQUIRE_ROOT_TESTS=1` so they fail instead of skipping when
-//! eBPF cannot load).
+//! unit and integration tests, the doc tests, and the root-only tests (the `root` test binary,
+//! lockrace/tests/root/, serially, as root, with `LOCKRACE_REQUIRE_ROOT_TESTS=1` so they fail
+//! instead of skipping when eBPF cannot load).
 //!
 //! Invariants: every step runs even when an earlier one failed (one run shows every problem);
 //! the exit status is non-zero when any step failed; the final `xtask test: N passed, M failed`
@@ -198,7 +198,7 @@ pub fn test(quick: bool) -> Result<ExitCode> {
     if quick {
         run.announce("root tests: skipped (--quick)");
     } else if roots.is_empty() {
-        run.announce("root tests: none yet (no lockrace/tests/root_*.rs), skipped");
+        run.announce("root tests: none yet (no lockrace/tests/root/), skipped");
     } else {
         root_tests(&mut run, &roots);
     }

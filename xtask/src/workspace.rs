@@ -1,5 +1,6 @@
 //! Facts about the workspace that xtask needs: its root, cargo's target directory, the test
-//! targets of the default members, and the root-only test files (lockrace/tests/root_*.rs).
+//! targets of the default members, and the root-only test targets (lockrace/tests/root/, the
+//! binary with a module per area; a lockrace/tests/root_*.rs file would be one too).
 //!
 //! Invariant: the root is where this crate was compiled from, so xtask works from any current
 //! directory; everything else comes from `cargo metadata`, never from guessing paths.
@@ -72,13 +73,22 @@ pub fn parse_metadata(json: &str) -> Result<Metadata> {
     })
 }
 
-/// Names of the root-only integration tests: the stems of lockrace/tests/root_*.rs, sorted.
+/// Names of the root-only integration test targets: `root` (lockrace/tests/root/main.rs) and
+/// any lockrace/tests/root_*.rs or root_*/main.rs, sorted.
 pub fn root_tests() -> Result<Vec<String>> {
     let dir = root().join("lockrace/tests");
     let names = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // A directory is a test target when it holds main.rs (cargo's layout).
+                if e.path().join("main.rs").is_file() {
+                    format!("{name}/main.rs")
+                } else {
+                    name
+                }
+            })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(anyhow!("cannot list {}: {e}", dir.display())),
@@ -86,12 +96,15 @@ pub fn root_tests() -> Result<Vec<String>> {
     Ok(root_test_names(&names))
 }
 
-/// Pure part of [`root_tests`]: file names matching `root_*.rs`, as sorted target names.
+/// Pure part of [`root_tests`]: entries of lockrace/tests (`NAME.rs` files, `NAME/main.rs` for
+/// directories that hold one) whose target name is `root` or starts with `root_`, as sorted
+/// target names.
 pub fn root_test_names(file_names: &[String]) -> Vec<String> {
     let mut out: Vec<String> = file_names
         .iter()
-        .filter_map(|n| n.strip_suffix(".rs"))
-        .filter(|stem| stem.starts_with("root_"))
+        .filter_map(|n| n.strip_suffix("/main.rs").or_else(|| n.strip_suffix(".rs")))
+        .filter(|stem| !stem.contains('/'))
+        .filter(|stem| *stem == "root" || stem.starts_with("root_"))
         .map(String::from)
         .collect();
     out.sort();
@@ -103,7 +116,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_tests_are_the_root_star_rs_files() {
+    fn root_tests_are_the_root_targets() {
         let files = [
             "root_capture.rs",
             "cli.rs",
@@ -118,6 +131,21 @@ mod tests {
             root_test_names(&files),
             vec!["root_", "root_attach", "root_capture"]
         );
+        let layout = [
+            "root/main.rs",
+            "integration/main.rs",
+            "support",
+            "rootish.rs",
+            "fuzz_decoders.rs",
+        ]
+        .map(String::from);
+        assert_eq!(root_test_names(&layout), vec!["root"]);
+    }
+
+    #[test]
+    fn the_real_root_tests_are_found() {
+        // Without them `cargo xtask test` would skip the root phase ("none yet").
+        assert!(root_tests().unwrap().contains(&"root".to_string()));
     }
 
     #[test]

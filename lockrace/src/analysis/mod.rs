@@ -3,7 +3,7 @@
 //!
 //! Entry points: [`analyze`] over a slice, or [`Analyzer`] fed event by event (the live reader
 //! uses that, so no event needs to be kept). The result, [`Analysis`], is bounded in size
-//! whatever the number of events; [`crate::report::build`] turns it into the report document.
+//! whatever the number of events; `report::build::document` turns it into the report document.
 pub mod analyzer;
 pub mod contention;
 mod fasthash;
@@ -20,6 +20,9 @@ pub use whoops::{Acquisition, PeerState, RoleInput, WhoopsCause, WhoopsInput, Wh
 
 use crate::events::Event;
 
+/// How the report names a `run`'s memfd.
+pub const MEMFD_NAME: &str = "memfd:lockrace (the handoff)";
+
 /// What the analysis knows besides the events.
 #[derive(Clone, Debug, Default)]
 pub struct AnalysisInput {
@@ -32,6 +35,16 @@ pub struct AnalysisInput {
 }
 
 impl AnalysisInput {
+    /// The input of a `run`'s events: the memfd `(dev, ino)`, named for the report, and the
+    /// roles' acquisition logs (no whoops correlation without roles).
+    pub fn run(dev: u32, ino: u64, roles: Vec<RoleInput>) -> AnalysisInput {
+        AnalysisInput {
+            paths: vec![((dev, ino), MEMFD_NAME.to_string())],
+            whoops: (!roles.is_empty()).then_some(WhoopsInput { dev, ino, roles }),
+            reorder_window_ns: None,
+        }
+    }
+
     pub fn path_of(&self, dev: u32, ino: u64) -> Option<&str> {
         self.paths
             .iter()

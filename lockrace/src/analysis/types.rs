@@ -1,8 +1,8 @@
 //! The analyzer's output: per-lock aggregates, handoff records, whoops results and counters.
 //!
 //! Invariants: everything here is bounded (orders capped at [`ORDER_CAP`], timelines at
-//! [`TIMELINE_CAP`], owners at [`OWNERS_CAP`]); no I/O; the report layer turns it into the
-//! versioned [`crate::report::model::Document`].
+//! [`TIMELINE_CAP`], owners at [`OWNERS_CAP`]); no I/O; `report::build::document` turns it into
+//! the versioned report document.
 use super::hist::LogHist;
 use super::whoops::WhoopsResult;
 

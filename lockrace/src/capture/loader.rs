@@ -22,7 +22,7 @@ use lockrace_common::{
 };
 
 use super::tracefs::{self, Offsets};
-use crate::app::hinted;
+use crate::error::hinted;
 
 /// The compiled eBPF object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lockrace"));
@@ -214,15 +214,21 @@ pub const PROGRAMS: [(&str, &str); 14] = [
     ("syscalls", "sys_exit_flock"),
 ];
 
-/// Which of [`PROGRAMS`] a capture attaches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which of [`PROGRAMS`] a capture attaches (`--probes`; docs/BENCHMARKS.md measures both).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Probes {
     /// All of them: every lock request from syscall entry to exit.
     #[default]
+    #[value(
+        help = "Every probe: each lock request from syscall entry to exit, every wakeup of a waiter"
+    )]
     Full,
     /// [`lockrace_common::LEAN_PROBES`]: the lock decisions and the blocked waiters' wakeups
     /// and switches, one event per uncontended lock call instead of four (a smaller probe
     /// effect); no syscall enter/exit, fcntl_setlk, sched_wakeup or sched_migrate_task events.
+    #[value(
+        help = "Lock decisions and the wakeups and switches of blocked waiters; no syscall enter/exit"
+    )]
     Lean,
 }
 
@@ -519,7 +525,7 @@ mod tests {
             Limits::from_flags(64, 1024).unwrap().ring_buffer_bytes,
             64 << 20
         );
-        let msg = |r: anyhow::Result<Limits>| crate::app::render_error(&r.unwrap_err());
+        let msg = |r: anyhow::Result<Limits>| crate::error::render_error(&r.unwrap_err());
         let e = msg(Limits::from_flags(3, TASKS_DEFAULT));
         assert!(
             e.starts_with("--ring-buffer-mb 3 is not a power of two"),
@@ -538,7 +544,7 @@ mod tests {
             ring_buffer_bytes: 100,
             max_tasks: TASKS_DEFAULT,
         };
-        assert!(crate::app::render_error(&small.check().unwrap_err()).contains("100 bytes"));
+        assert!(crate::error::render_error(&small.check().unwrap_err()).contains("100 bytes"));
         for e in [
             msg(Limits::from_flags(3, 1)),
             msg(Limits::from_flags(16, 0)),
@@ -565,7 +571,7 @@ mod tests {
             tgids: (1..=101).collect(),
             inodes: vec![],
         };
-        let e = crate::app::render_error(&l.check_filter(&many).unwrap_err());
+        let e = crate::error::render_error(&l.check_filter(&many).unwrap_err());
         assert!(
             e.contains("101 processes to trace, but --max-tasks is 100"),
             "{e}"
@@ -584,18 +590,18 @@ mod tests {
             from: 64 << 10,
             to: 64 << 10,
         };
-        let e = crate::app::render_error(&map_create_error("EVENTS", Some(libc::EPERM), capped));
+        let e = crate::error::render_error(&map_create_error("EVENTS", Some(libc::EPERM), capped));
         assert!(
             e.starts_with("cannot create the eBPF map EVENTS: RLIMIT_MEMLOCK is 64 KiB"),
             "{e}"
         );
         assert!(e.contains("ulimit -l unlimited"), "{e}");
-        let e = crate::app::render_error(&map_create_error("EVENTS", Some(libc::EINVAL), capped));
+        let e = crate::error::render_error(&map_create_error("EVENTS", Some(libc::EINVAL), capped));
         assert!(
             !e.contains("RLIMIT_MEMLOCK") && e.contains("invalid argument"),
             "{e}"
         );
-        let e = crate::app::render_error(&map_create_error(
+        let e = crate::error::render_error(&map_create_error(
             "IN_REQUEST",
             Some(libc::ENOMEM),
             Memlock::Unlimited,

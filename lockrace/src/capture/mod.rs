@@ -1,5 +1,6 @@
 //! Capture: tracefs format parsing ([`tracefs`]), eBPF loading/attaching ([`loader`]) and the
-//! ring-buffer reader (here), feeding decoded [`Event`]s to a [`Sink`].
+//! ring-buffer reader (here), feeding decoded [`Event`]s to a [`Sink`] (the JSONL writer,
+//! `crate::jsonl::Collector`, is one; `lockrace trace`'s live analysis another).
 //!
 //! Invariants:
 //! - nothing is lost silently: records the kernel could not write are counted per CPU in the
@@ -9,13 +10,9 @@
 //!   reads the drop counters, so the counts cover the whole capture;
 //! - dropping a [`Capture`] without `stop` still detaches everything (aya detaches on drop).
 pub mod loader;
-pub mod record;
 pub mod tracefs;
 
-use std::{
-    io::{self, Write},
-    thread::JoinHandle,
-};
+use std::{io, thread::JoinHandle};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -38,118 +35,6 @@ pub trait Sink: Send + 'static {
         Ok(())
     }
     fn finish(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Keeps every event in memory (for analysis after the capture) and/or writes JSONL.
-///
-/// A JSONL file starts with a `lockrace_header` line (format version, kernel, this process's
-/// command line) and, once the owner calls [`Collector::write_meta`] after the capture, ends
-/// with `lockrace_acquisitions` / `lockrace_trailer` lines (docs/EVENTS.md). The events kept
-/// in memory carry the kernel's pointers (the analysis needs them); the file carries per-run
-/// ids instead ([`crate::redact::Redactor`]) unless made with `raw_pointers`.
-#[derive(Default)]
-pub struct Collector {
-    pub events: Option<Vec<Event>>,
-    pub jsonl: Option<io::BufWriter<std::fs::File>>,
-    /// Events written to the JSONL file.
-    pub written: u64,
-    /// Replaces kernel pointers in the file (None: `--raw-pointers`).
-    redactor: Option<crate::redact::Redactor>,
-    /// The JSONL line being written (reused: no allocation per event).
-    line: Vec<u8>,
-}
-
-impl Collector {
-    /// Kernel pointers in the JSONL file are replaced by ids (see [`Collector::new_with`]).
-    pub fn new(keep: bool, jsonl: Option<&std::path::Path>) -> anyhow::Result<Collector> {
-        Collector::new_with(keep, jsonl, false)
-    }
-
-    /// `raw_pointers`: write the kernel's addresses to the JSONL file (`--raw-pointers`).
-    pub fn new_with(
-        keep: bool,
-        jsonl: Option<&std::path::Path>,
-        raw_pointers: bool,
-    ) -> anyhow::Result<Collector> {
-        let jsonl = match jsonl {
-            Some(p) => {
-                let file = std::fs::File::create(p)
-                    .with_context(|| format!("cannot create {}", p.display()))?;
-                let mut w = io::BufWriter::with_capacity(1 << 20, file);
-                let command: Vec<String> = std::env::args().skip(1).collect();
-                let mut header = events::FileHeader::new(command.join(" "));
-                header.raw_pointers = raw_pointers;
-                let header = events::Meta::LockraceHeader(header);
-                writeln!(w, "{}", events::meta_to_json(&header))
-                    .with_context(|| format!("cannot write {}", p.display()))?;
-                Some(w)
-            }
-            None => None,
-        };
-        Ok(Collector {
-            events: keep.then(Vec::new),
-            jsonl,
-            written: 0,
-            redactor: (!raw_pointers).then(crate::redact::Redactor::new),
-            line: Vec::with_capacity(512),
-        })
-    }
-
-    /// Append meta lines (acquisitions, trailer) after the capture and flush.
-    pub fn write_meta(&mut self, metas: &[events::Meta]) -> io::Result<()> {
-        if let Some(w) = &mut self.jsonl {
-            for m in metas {
-                writeln!(w, "{}", events::meta_to_json(m))?;
-            }
-            w.flush()?;
-        }
-        Ok(())
-    }
-
-    /// The trailer for a capture that ended with `stats`.
-    pub fn trailer(
-        &self,
-        stats: &CaptureStats,
-        lock_field_names: &str,
-        mut incomplete: Vec<String>,
-    ) -> events::FileTrailer {
-        incomplete.extend(stats.untracked_reason());
-        events::FileTrailer {
-            events: self.written,
-            dropped: stats.dropped,
-            decode_errors: stats.decode_errors,
-            incomplete_reasons: incomplete,
-            lock_field_names: lock_field_names.to_string(),
-            memfd: None,
-            workload: None,
-        }
-    }
-}
-
-impl Sink for Collector {
-    fn push(&mut self, e: &Event) -> io::Result<()> {
-        if let Some(v) = &mut self.events {
-            v.push(*e);
-        }
-        if let Some(w) = &mut self.jsonl {
-            let out = match &mut self.redactor {
-                Some(r) => r.event(e),
-                None => *e,
-            };
-            self.line.clear();
-            events::push_json(&mut self.line, &out);
-            self.line.push(b'\n');
-            w.write_all(&self.line)?;
-            self.written += 1;
-        }
-        Ok(())
-    }
-    fn finish(&mut self) -> io::Result<()> {
-        if let Some(w) = &mut self.jsonl {
-            w.flush()?;
-        }
         Ok(())
     }
 }
@@ -336,61 +221,4 @@ fn read_ring<S: Sink>(
         sink.finish()
     })?;
     Ok((sink, events, bad))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::{Comm, Data, Kind, LockData};
-
-    fn lock_event(fl: u64, owner: u64) -> Event {
-        Event {
-            ts_ns: 1,
-            cpu: 0,
-            tgid: 5,
-            tid: 5,
-            comm: Comm::from_str_lossy("x"),
-            kind: Kind::PosixLockInode,
-            data: Data::Lock(LockData {
-                fl,
-                owner,
-                blocker: fl + 0x100,
-                flags: 129,
-                lock_type: 1,
-                ..Default::default()
-            }),
-        }
-    }
-
-    fn written(raw: bool) -> (Vec<String>, Vec<Event>) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("e.jsonl");
-        let mut c = Collector::new_with(true, Some(&path), raw).unwrap();
-        let e = lock_event(0xffff_8880_0000_1000, 0xffff_8880_0000_2000);
-        c.push(&e).unwrap();
-        c.finish().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        (
-            text.lines().map(str::to_string).collect(),
-            c.events.take().unwrap(),
-        )
-    }
-
-    #[test]
-    fn the_jsonl_file_carries_ids_and_memory_the_kernel_pointers() {
-        let (lines, kept) = written(false);
-        assert!(!lines[0].contains("raw_pointers"), "{}", lines[0]);
-        let e = events::from_json(&lines[1]).unwrap();
-        let l = e.lock().unwrap();
-        assert_eq!((l.fl, l.blocker, l.owner), (1, 2, 3));
-        assert!(!lines[1].contains("18446"), "{}", lines[1]);
-        assert_eq!(kept[0].lock().unwrap().fl, 0xffff_8880_0000_1000);
-        let (lines, _) = written(true);
-        match events::meta_from_json(&lines[0]).unwrap() {
-            events::Meta::LockraceHeader(h) => assert!(h.raw_pointers),
-            other => panic!("{other:?}"),
-        }
-        let e = events::from_json(&lines[1]).unwrap();
-        assert_eq!(e.lock().unwrap().owner, 0xffff_8880_0000_2000);
-    }
 }

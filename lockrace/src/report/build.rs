@@ -1,8 +1,11 @@
-//! Analysis -> report document: per-lock tables, worst handoffs, whoops, diagnosis, verdict.
+//! The one constructor of the report document, [`document`]: the [`Facts`] (where the events
+//! came from, what the capture lost: [`loss_reasons`] words it once) and the analysis ->
+//! per-lock tables, worst handoffs, whoops, diagnosis, verdict.
 //!
-//! Invariants: pure (no I/O); the verdict is derived from the document alone, so a document read
-//! back from JSON renders the same; a diagnosis is only emitted when its counter is non-zero and
-//! always carries the numbers behind it in `evidence`.
+//! Invariants: pure (no I/O); a document is complete unless a fact or the analysis says why
+//! not, and nothing changes it after it is built; the verdict is derived from the document
+//! alone, so a document read back from JSON renders the same; a diagnosis is only emitted when
+//! its counter is non-zero and always carries the numbers behind it in `evidence`.
 use serde_json::json;
 
 use super::model::*;
@@ -10,14 +13,120 @@ use crate::analysis::{
     self, Analysis, HandoffOutcome, HandoffRecord, LockSummary, TimelineWhat, WhoopsResult,
     hist::LogHist,
 };
+use crate::capture::CaptureStats;
 use lockrace_common::k;
 
 /// Tasks listed in the document.
 const TASKS_CAP: usize = 256;
 
-/// Fill `doc` from `a`. Call after setting `doc.capture` and `doc.workload` (their drop counts
-/// and completeness feed the diagnosis and the verdict).
-pub fn build(doc: &mut Document, a: &Analysis) {
+/// What a document says besides the analysis: where its events came from and what is known to
+/// be missing. Every report document is made from one by [`document`].
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// `uname -r` where the events were recorded.
+    pub kernel_release: String,
+    /// The tracefs field naming the probes resolved (empty: nothing was traced).
+    pub lock_field_names: String,
+    /// Owners and blockers as the kernel's addresses instead of `#N` labels.
+    pub raw_pointers: bool,
+    /// What the capture saw and lost; None for untraced runs.
+    pub capture: Option<CaptureInfo>,
+    /// `lockrace trace`: what was traced and how it ended.
+    pub trace: Option<TraceInfo>,
+    /// `lockrace run`: the workload's own account (with its probe effect).
+    pub workload: Option<WorkloadReport>,
+    /// Why the document is incomplete, in the order the report lists them (the analysis adds
+    /// its own after these).
+    pub incomplete: Vec<String>,
+}
+
+impl Facts {
+    /// Facts about the running kernel: its release, nothing traced yet.
+    pub fn here() -> Facts {
+        Facts {
+            kernel_release: crate::host::kernel_release(),
+            ..Facts::default()
+        }
+    }
+}
+
+/// The one way a report document is made: `facts`, then (for traced or re-read events) the
+/// analysis: per-lock tables, worst handoffs, whoops, diagnosis and verdict. The document is
+/// complete unless a fact or the analysis says why not; it is not changed afterwards.
+pub fn document(facts: Facts, analysis: Option<&Analysis>) -> Document {
+    let mut doc = Document::new(facts.kernel_release);
+    doc.kernel.lock_field_names = facts.lock_field_names;
+    doc.raw_pointers = facts.raw_pointers;
+    doc.capture = facts.capture;
+    doc.trace = facts.trace;
+    doc.workload = facts.workload;
+    for why in facts.incomplete {
+        doc.mark_incomplete(why);
+    }
+    if let Some(a) = analysis {
+        fill(&mut doc, a);
+    }
+    doc
+}
+
+/// Where a capture's losses are reported: they read differently for a live `run`, a live
+/// `trace` (which can be narrowed), and a file recorded earlier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossContext {
+    Run,
+    Trace,
+    Recording,
+}
+
+/// The capture's figures in the document.
+pub fn capture_info(stats: &CaptureStats) -> CaptureInfo {
+    CaptureInfo {
+        events: stats.events,
+        dropped: stats.dropped,
+        complete: stats.complete(),
+    }
+}
+
+/// The incomplete reasons a capture's losses give (events dropped by the kernel, records that
+/// did not decode, tasks not followed), one line each, in that order. The one copy of these
+/// sentences; `untracked` is [`CaptureStats::untracked_reason`] (a recording's trailer already
+/// lists it among its reasons).
+pub fn loss_reasons(
+    ctx: LossContext,
+    dropped: u64,
+    decode_errors: u64,
+    untracked: Option<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if dropped > 0 {
+        out.push(match ctx {
+            LossContext::Run => {
+                format!("{dropped} events dropped (ring buffer full; try --ring-buffer-mb)")
+            }
+            LossContext::Trace => format!(
+                "{dropped} events were dropped by the kernel (ring buffer full): counts are lower \
+                 bounds; try a larger --ring-buffer-mb, or narrow the trace with --pid or --path"
+            ),
+            LossContext::Recording => {
+                format!("{dropped} events dropped (ring buffer full) while recording")
+            }
+        });
+    }
+    if decode_errors > 0 {
+        out.push(match ctx {
+            LossContext::Recording => {
+                format!("{decode_errors} records did not decode while recording")
+            }
+            _ => format!("{decode_errors} records did not decode"),
+        });
+    }
+    out.extend(untracked);
+    out
+}
+
+/// Fill `doc` from `a`, after the facts (their drop counts and completeness feed the diagnosis
+/// and the verdict).
+fn fill(doc: &mut Document, a: &Analysis) {
     let st = &a.stats;
     doc.analysis = Some(AnalysisReport {
         events: st.events,

@@ -5,11 +5,13 @@
 //! Invariants: pure; `contention` is present only on locks that had a non-blocking request or a
 //! writer passed by a reader (so documents of blocking-only workloads are unchanged); a
 //! diagnosis always carries its numbers in `evidence`, naming the lock by its index.
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::build::{fmt_ns, pct};
-use super::model::{Diagnosis, Document, LockReport, Severity, TaskReport};
+use super::model::{
+    BusyTaskReport, ContentionReport, Diagnosis, Document, LockReport, Severity, TaskReport,
+    WriterWaitReport,
+};
 use crate::analysis::Analysis;
 use crate::analysis::contention::{
     Contention, POLLING_MIN_RETRIES, STARVATION_MIN_READERS, WaitEnd,
@@ -17,59 +19,6 @@ use crate::analysis::contention::{
 
 /// Tasks listed per lock in `contention.busy_tasks`.
 pub const BUSY_TASKS_SHOWN: usize = 16;
-
-/// One task's non-blocking attempts on a lock.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct BusyTaskReport {
-    pub tid: u32,
-    pub tgid: u32,
-    pub comm: String,
-    /// Non-blocking requests.
-    pub attempts: u64,
-    /// Of which failed with EAGAIN.
-    pub busy: u64,
-    /// Attempts right after a busy one (the task polled).
-    pub retries: u64,
-    /// Most busy attempts in a row.
-    pub longest_streak: u64,
-}
-
-/// The writer wait passed by the most newer readers.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct WriterWaitReport {
-    pub writer: TaskReport,
-    pub first_block_ts_ns: u64,
-    /// First block -> grant, error, or the end of the events.
-    pub waited_ns: u64,
-    /// `granted`, `failed`, or `still_waiting` (when the events ended).
-    pub ended: String,
-    /// Read grants to requests that arrived after the writer blocked, during its wait.
-    pub readers_ahead: u64,
-}
-
-/// Polling and writer starvation on one lock (docs/REPORT-SCHEMA.md).
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContentionReport {
-    /// Non-blocking requests (`F_SETLK`, `F_OFD_SETLK`, `LOCK_NB`).
-    pub nonblocking_requests: u64,
-    /// Of which failed with EAGAIN: the lock was taken.
-    pub busy_attempts: u64,
-    /// Busy attempts tried again by the same task.
-    pub busy_retries: u64,
-    /// Most busy attempts in a row by one task, and that task.
-    pub busy_longest_streak: u64,
-    pub busy_streak_task: Option<TaskReport>,
-    /// Per task, most busy first (first 16).
-    pub busy_tasks: Vec<BusyTaskReport>,
-    pub busy_tasks_truncated: bool,
-    /// Read grants that passed a waiting writer which blocked before the reader arrived.
-    pub readers_ahead_of_writers: u64,
-    /// Writer waits passed by at least one newer reader.
-    pub writers_passed: u64,
-    /// Writer waits passed by at least 3 newer readers.
-    pub starved_writers: u64,
-    pub worst_writer_wait: Option<WriterWaitReport>,
-}
 
 fn task(a: &Analysis, tid: u32, tgid: u32) -> TaskReport {
     TaskReport {

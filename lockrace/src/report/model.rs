@@ -1,13 +1,16 @@
 //! The versioned report document: what `--json` writes, and what every other rendering is
-//! built from. Schema documented in docs/REPORT-SCHEMA.md; bump [`SCHEMA_VERSION`] on any
+//! built from. The whole schema is here, data only: the document, its locks, handoffs and
+//! diagnoses, the `contention` object, and the `workload` object (a run's and each role's own
+//! account, the handoff latency, the upgrade counts, the probe effect; the JSONL trailer
+//! carries it too). Schema documented in docs/REPORT-SCHEMA.md; bump [`SCHEMA_VERSION`] on any
 //! incompatible change (adding a field with a default is compatible).
 //!
-//! Invariants: every list is bounded (see the analysis caps); kernel pointers are `#N` labels
-//! numbered in the document, or hex strings with `raw_pointers` (JSON numbers lose precision
-//! above 2^53); durations are integer nanoseconds.
+//! Invariants: this file imports nothing of lockrace (the code that fills a type lives with
+//! its producer: `report::build`, `report::contention`, `workload::latency`, `workload::role`);
+//! every list is bounded (see the analysis caps); kernel pointers are `#N` labels numbered in
+//! the document, or hex strings with `raw_pointers` (JSON numbers lose precision above 2^53);
+//! durations are integer nanoseconds.
 use serde::{Deserialize, Serialize};
-
-use crate::workload::WorkloadReport;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -198,7 +201,60 @@ pub struct LockReport {
     /// Busy attempts of non-blocking requests and writers passed by newer readers; absent when
     /// the lock had neither (report/contention.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contention: Option<super::contention::ContentionReport>,
+    pub contention: Option<ContentionReport>,
+}
+
+/// One task's non-blocking attempts on a lock.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct BusyTaskReport {
+    pub tid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Non-blocking requests.
+    pub attempts: u64,
+    /// Of which failed with EAGAIN.
+    pub busy: u64,
+    /// Attempts right after a busy one (the task polled).
+    pub retries: u64,
+    /// Most busy attempts in a row.
+    pub longest_streak: u64,
+}
+
+/// The writer wait passed by the most newer readers.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterWaitReport {
+    pub writer: TaskReport,
+    pub first_block_ts_ns: u64,
+    /// First block -> grant, error, or the end of the events.
+    pub waited_ns: u64,
+    /// `granted`, `failed`, or `still_waiting` (when the events ended).
+    pub ended: String,
+    /// Read grants to requests that arrived after the writer blocked, during its wait.
+    pub readers_ahead: u64,
+}
+
+/// Polling and writer starvation on one lock (docs/REPORT-SCHEMA.md).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentionReport {
+    /// Non-blocking requests (`F_SETLK`, `F_OFD_SETLK`, `LOCK_NB`).
+    pub nonblocking_requests: u64,
+    /// Of which failed with EAGAIN: the lock was taken.
+    pub busy_attempts: u64,
+    /// Busy attempts tried again by the same task.
+    pub busy_retries: u64,
+    /// Most busy attempts in a row by one task, and that task.
+    pub busy_longest_streak: u64,
+    pub busy_streak_task: Option<TaskReport>,
+    /// Per task, most busy first (first 16).
+    pub busy_tasks: Vec<BusyTaskReport>,
+    pub busy_tasks_truncated: bool,
+    /// Read grants that passed a waiting writer which blocked before the reader arrived.
+    pub readers_ahead_of_writers: u64,
+    /// Writer waits passed by at least one newer reader.
+    pub writers_passed: u64,
+    /// Writer waits passed by at least 3 newer readers.
+    pub starved_writers: u64,
+    pub worst_writer_wait: Option<WriterWaitReport>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
@@ -349,6 +405,89 @@ pub struct WakeupReport {
     pub target_cpu: i32,
 }
 
+// The `workload` object: what `lockrace run` (and each role) said about itself. The roles
+// print a `RoleReport` with `--json`; `run` reads them back and adds the run's own figures.
+
+/// One role's own account of a run (what it printed with `--json`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleReport {
+    pub role: String,
+    pub pid: u32,
+    pub iterations: u64,
+    /// Lock grants the role received (turns + whoops).
+    pub acquisitions: u64,
+    pub whoops: u64,
+    /// Times the role entered the critical section while the other side was inside.
+    pub overlaps: u64,
+    pub elapsed_ns: u64,
+    /// The memfd's device as the kernel encodes `s_dev`: `(major << 20) | minor`.
+    #[serde(default)]
+    pub memfd_dev: u64,
+    /// The memfd's inode number.
+    #[serde(default)]
+    pub memfd_ino: u64,
+    /// How long the turn took to reach this role (p50/p99 of `now - the other's stamp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_latency: Option<HandoffLatency>,
+    /// `--scenario upgrade`: what this role saw of the upgrades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeCounts>,
+}
+
+/// The `workload` object of the JSON report.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct WorkloadReport {
+    pub lock: String,
+    pub share: String,
+    pub iterations: u64,
+    pub roles: Vec<RoleReport>,
+    /// Traced runs with a baseline: untraced vs traced whoops per handoff.
+    #[serde(default)]
+    pub probe_effect: Option<ProbeEffect>,
+    /// `eventfd` or `futex` (then `lock` and `share` are `none`); absent for file locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<String>,
+    /// `upgrade` or `mixed` when the run was a scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+}
+
+/// What one role saw of the upgrades.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpgradeCounts {
+    pub rounds: u64,
+    /// Rounds in which the client was granted the exclusive lock before the server's upgrade
+    /// returned (server: the client had it already when the upgrade returned; client: the
+    /// upgrade had not returned when it got the lock).
+    pub stolen: u64,
+    /// Client: rounds in which its non-blocking upgrade was refused (the server's pending
+    /// upgrade still held a conflicting lock).
+    #[serde(default)]
+    pub refused: u64,
+}
+
+/// The `handoff_latency` object of a role's report.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandoffLatency {
+    /// Handoffs measured (the role's turns, minus the server's first).
+    pub samples: u64,
+    pub p50_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    /// Non-empty buckets as `[index, count]` (`analysis::hist` numbering), for exact merges.
+    #[serde(default)]
+    pub buckets: Vec<[u64; 2]>,
+}
+
+/// How much tracing moved the race: untraced vs traced whoops per handoff.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct ProbeEffect {
+    pub untraced_whoops_per_handoff: f64,
+    pub traced_whoops_per_handoff: f64,
+    /// traced / untraced (1.0: the probes did not move the race). Null when untraced is 0.
+    pub ratio: Option<f64>,
+}
+
 impl Document {
     pub fn new(kernel_release: String) -> Self {
         Document {
@@ -381,11 +520,4 @@ impl Document {
             self.incomplete_reasons.push(why);
         }
     }
-}
-
-/// `uname -r` of the running kernel.
-pub fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".to_string())
 }

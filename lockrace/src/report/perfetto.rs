@@ -9,6 +9,8 @@
 //! `bind_id`, `flow_out`, `flow_in`) runs wake -> runnable -> what the wakee did next (granted,
 //! blocked again, gave up).
 //!
+//! The writer is an analyzer observer; `crate::pipeline` attaches it and closes the file.
+//!
 //! Invariants: streamed (written as the analyzer completes records, nothing accumulated);
 //! only `X`, `i` and `M` phases, so there is never a `B` without its `E`; every flow id is used
 //! by exactly one chain (one start, at most one step, at most one end); slices on one track nest
@@ -26,8 +28,6 @@ use serde_json::{Value, json};
 use crate::analysis::observer::{
     AfterWake, HoldRecord, Observer, ReleaseRecord, RequestOutcome, RequestRecord,
 };
-use crate::analysis::{Analysis, AnalysisInput, Analyzer};
-use crate::events::Event;
 
 /// Streams trace events to `W`.
 pub struct PerfettoWriter<W: Write> {
@@ -280,17 +280,4 @@ impl<W: Write> Observer for PerfettoWriter<W> {
             None,
         );
     }
-}
-
-/// Analyse `events` and write their trace to `path` in one pass; returns the analysis.
-pub fn write(path: &Path, events: &[Event], input: &AnalysisInput) -> anyhow::Result<Analysis> {
-    let mut w = PerfettoWriter::create(path)?;
-    let analysis = {
-        let mut a = Analyzer::with_observer(input, &mut w);
-        a.extend(events);
-        a.finish()
-    };
-    w.finish()
-        .with_context(|| format!("cannot write the trace {}", path.display()))?;
-    Ok(analysis)
 }

@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use nix::unistd::{Whence, lseek};
 
 use super::Role;
-use crate::cli::{LockKind, Share};
+use super::{LockKind, Share};
 
 /// How a role finds out whose turn it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,8 @@
 //! Invariants: constant memory per role (the log-linear buckets of `analysis::hist`, each within
 //! 6.25%, so percentiles are within 6.25% and `max` is exact); a summary keeps its non-empty
 //! buckets, so summaries of both roles (or of several runs) merge exactly.
-use serde::{Deserialize, Serialize};
-
 use crate::analysis::hist::{BUCKETS, bucket_bounds, bucket_of};
+use crate::report::model::HandoffLatency;
 
 /// A role's handoff latencies while the loop runs.
 pub struct LatencyHist {
@@ -60,19 +59,7 @@ impl LatencyHist {
     }
 }
 
-/// The `handoff_latency` object of a role's report.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct HandoffLatency {
-    /// Handoffs measured (the role's turns, minus the server's first).
-    pub samples: u64,
-    pub p50_ns: Option<u64>,
-    pub p99_ns: Option<u64>,
-    pub max_ns: Option<u64>,
-    /// Non-empty buckets as `[index, count]` (`analysis::hist` numbering), for exact merges.
-    #[serde(default)]
-    pub buckets: Vec<[u64; 2]>,
-}
-
+/// The summary of a role's histogram, and merges of summaries (the type is the report's).
 impl HandoffLatency {
     fn from_buckets(mut buckets: Vec<[u64; 2]>, max: u64) -> HandoffLatency {
         buckets.retain(|b| b[1] > 0 && (b[0] as usize) < BUCKETS);

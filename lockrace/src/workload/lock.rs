@@ -18,7 +18,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::cli::LockKind;
+use super::LockKind;
 
 /// `struct flock` for a whole-file request of `l_type`.
 fn whole_file(l_type: libc::c_int) -> libc::flock {

@@ -1,40 +1,86 @@
-//! The memfd handoff workload: the seed's server and client roles and `lockrace run`.
+//! The memfd handoff workload, the seed's experiment: the child side of the server and client
+//! roles, and [`execute::execute`], which runs both as children of this process. It owns the
+//! experiment's vocabulary ([`LockKind`], [`Share`], [`SyncKind`], [`Scenario`]); the commands
+//! that drive it (`run`, `server`, `client`, `compare-sync`) are in `cmd`, and tracing it is
+//! `cmd::run::trace_pass`'s business (this floor knows nothing of captures).
 //!
 //! Protocol and encodings are documented in docs/WORKLOAD.md. Layout of this module:
 //! `handshake` (socket path safety, sending and validating the memfd), `lock` (the four lock
 //! flavours), `channel` (whose turn it is: shared cursor or counter bytes), `shared` (the mmap'd
 //! "inside" counter that measures mutual exclusion), `watchdog` (stall detection), `role` (the
-//! turn loop of both roles), `run` (both roles as children, then the summary).
+//! turn loop of both roles and the one constructor of their reports), `execute` (both roles as
+//! children), `outcome` (what an execution produced, and its `workload` report object),
+//! `progress` (`run`'s progress line, read from the memfd).
 //!
 //! The remedies and the seed's other claims: `sync` (`--sync eventfd|futex`, with `eventfd`
 //! and `futex`), `latency` (handoff latency from stamps in the memfd), `scenario`
-//! (`--scenario upgrade|mixed`), `evidence` (pure functions over kernel events that prove what
-//! the scenarios claim), `trace_pass` (one traced run, returning the report document) and
-//! `compare_sync` (`lockrace compare-sync`: every primitive side by side).
+//! (`--scenario upgrade|mixed`, the roles' side), `evidence` (pure functions over kernel events
+//! that prove what the scenarios claim).
 //!
 //! Invariants: timestamps are CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`
 //! clock), so acquisition logs join with kernel events; a role's `iterations` counts turns it
 //! completed, `acquisitions` = turns + whoops = lock grants it received.
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LockKind, Share};
-
 pub mod channel;
-pub mod compare_sync;
 pub mod eventfd;
 pub mod evidence;
+pub mod execute;
 pub mod futex;
 pub mod handshake;
 pub mod latency;
 pub mod lock;
+pub mod outcome;
+pub mod progress;
 pub mod role;
-pub mod run;
 pub mod scenario;
 pub mod shared;
 pub mod sync;
-pub mod trace_pass;
-pub mod traced;
 pub mod watchdog;
+
+/// Lock flavour used by the workload.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockKind {
+    /// fcntl(F_SETLKW): POSIX record lock, owned by the process.
+    Posix,
+    /// fcntl(F_OFD_SETLKW): open-file-description lock (the seed's choice).
+    Ofd,
+    /// flock(LOCK_EX): BSD lock, owned by the open file description.
+    Flock,
+    /// lockf(F_LOCK): POSIX lock through the libc wrapper.
+    Lockf,
+}
+
+/// How the two roles reach the memfd.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Share {
+    /// Use the received descriptor as is: one open file description for both (the seed).
+    Same,
+    /// Re-open /proc/self/fd/N: each role gets its own open file description.
+    Reopen,
+}
+
+/// How the two roles hand the turn to each other.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SyncKind {
+    /// A file lock around the turn (`--lock`, `--share`): the seed's experiment.
+    #[default]
+    Fcntl,
+    /// Two eventfds passed with the memfd: each side blocks on its own, then signals the other's.
+    Eventfd,
+    /// A turn word in the shared memfd with FUTEX_WAIT / FUTEX_WAKE (shared, not private).
+    Futex,
+}
+
+/// A shape that checks one of the seed's other claims instead of the turn loop.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// Both hold a shared lock; the server upgrades to exclusive, the client then asks for one.
+    Upgrade,
+    /// The server takes flock(), the client the `--lock` fcntl flavour, on the same memfd.
+    Mixed,
+}
 
 /// Size of the memfd the client creates and the server insists on.
 pub const MEMFD_SIZE: u64 = 64;
@@ -67,50 +113,6 @@ impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// One role's own account of a run (what it printed with `--json`).
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoleReport {
-    pub role: String,
-    pub pid: u32,
-    pub iterations: u64,
-    /// Lock grants the role received (turns + whoops).
-    pub acquisitions: u64,
-    pub whoops: u64,
-    /// Times the role entered the critical section while the other side was inside.
-    pub overlaps: u64,
-    pub elapsed_ns: u64,
-    /// The memfd's device as the kernel encodes `s_dev`: `(major << 20) | minor`.
-    #[serde(default)]
-    pub memfd_dev: u64,
-    /// The memfd's inode number.
-    #[serde(default)]
-    pub memfd_ino: u64,
-    /// How long the turn took to reach this role (p50/p99 of `now - the other's stamp`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff_latency: Option<latency::HandoffLatency>,
-    /// `--scenario upgrade`: what this role saw of the upgrades.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upgrade: Option<scenario::UpgradeCounts>,
-}
-
-/// The `workload` object of the JSON report.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub struct WorkloadReport {
-    pub lock: String,
-    pub share: String,
-    pub iterations: u64,
-    pub roles: Vec<RoleReport>,
-    /// Traced runs with a baseline: untraced vs traced whoops per handoff.
-    #[serde(default)]
-    pub probe_effect: Option<traced::ProbeEffect>,
-    /// `eventfd` or `futex` (then `lock` and `share` are `none`); absent for file locks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync: Option<String>,
-    /// `upgrade` or `mixed` when the run was a scenario.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scenario: Option<String>,
 }
 
 /// One lock grant a role received, from its acquisition log.
@@ -187,25 +189,6 @@ pub fn share_name(share: Share) -> &'static str {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (vDSO, no syscall).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A userspace `st_dev` re-encoded the way the kernel stores `s_dev` (and the filelock
-/// tracepoints print it): `(major << 20) | minor`.
-pub fn kernel_dev(st_dev: u64) -> u64 {
-    let major = libc::major(st_dev) as u64;
-    let minor = libc::minor(st_dev) as u64;
-    (major << 20) | minor
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,14 +221,6 @@ mod tests {
     }
 
     #[test]
-    fn kernel_dev_matches_mkdev() {
-        // 8:1 (sda1) and 0:45 (an anonymous tmpfs/shmem device), encoded as userspace sees them.
-        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
-        assert_eq!(kernel_dev(libc::makedev(0, 45)), 45);
-        assert_eq!(kernel_dev(libc::makedev(259, 300)), (259 << 20) | 300);
-    }
-
-    #[test]
     fn names_match_the_cli_spelling() {
         use clap::ValueEnum;
         for l in LockKind::value_variants() {
@@ -256,12 +231,5 @@ mod tests {
         }
         assert_eq!(Role::Server.other(), Role::Client);
         assert_eq!(Role::Client.to_string(), "client");
-    }
-
-    #[test]
-    fn monotonic_clock_moves_forward() {
-        let a = monotonic_ns();
-        let b = monotonic_ns();
-        assert!(a > 0 && b >= a);
     }
 }

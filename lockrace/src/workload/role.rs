@@ -1,4 +1,5 @@
-//! The seed's two roles, `lockrace server` and `lockrace client`, and their shared turn loop.
+//! The seed's two roles (the child side of `lockrace server` and `lockrace client`, whose flags
+//! are `cmd::role`'s) and their shared turn loop.
 //!
 //! Each role completes `--iterations` turns. One pass of the loop: take the lock (blocking),
 //! stamp CLOCK_MONOTONIC, enter the shared "inside" counter (an overlap if the other side is
@@ -15,7 +16,6 @@
 //! the `--lock` fcntl flavour on the client.
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -26,11 +26,10 @@ use super::handshake;
 use super::latency::LatencyHist;
 use super::shared::Inside;
 use super::watchdog::Watchdog;
-use super::{
-    Acquisition, Role, RoleReport, format_acquisition_log, lock, lock_name, monotonic_ns,
-    share_name,
-};
-use crate::cli::{LockKind, RoleArgs, Scenario, Share, SyncKind};
+use super::{Acquisition, Role, lock, lock_name, share_name};
+use super::{LockKind, Scenario, Share, SyncKind};
+use crate::host::monotonic_ns;
+use crate::report::model::{HandoffLatency, RoleReport, UpgradeCounts};
 
 /// A role's validated settings.
 #[derive(Debug, Clone)]
@@ -48,28 +47,6 @@ pub struct RoleConfig {
     pub acquisition_log: Option<PathBuf>,
 }
 
-impl RoleConfig {
-    pub fn from_args(role: Role, args: &RoleArgs) -> anyhow::Result<RoleConfig> {
-        let w = &args.workload;
-        if w.iterations == 0 {
-            anyhow::bail!("--iterations must be at least 1");
-        }
-        let (lock, share) = effective_lock(role, w.lock, w.share, w.sync, w.scenario)?;
-        Ok(RoleConfig {
-            role,
-            socket: args.socket.clone(),
-            lock,
-            share,
-            sync: w.sync,
-            scenario: w.scenario,
-            iterations: w.iterations,
-            stall: Duration::from_secs(args.workload.stall_timeout.max(1)),
-            json: args.json,
-            acquisition_log: args.acquisition_log.clone(),
-        })
-    }
-}
-
 /// Check the combination of `--lock`, `--sync` and `--scenario`, and return the lock and share
 /// mode `role` uses. Scenarios use private descriptions (`reopen`), so that every lock flavour
 /// would exclude on its own; `mixed` gives the server flock.
@@ -84,7 +61,7 @@ pub fn effective_lock(
         return Ok((lock, share));
     };
     if sync != SyncKind::Fcntl {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             format!(
                 "--scenario {} is about file locks and cannot use --sync {}",
                 super::scenario::scenario_name(scenario),
@@ -94,35 +71,16 @@ pub fn effective_lock(
         ));
     }
     match (scenario, lock) {
-        (Scenario::Upgrade, LockKind::Lockf) => Err(crate::app::hinted(
+        (Scenario::Upgrade, LockKind::Lockf) => Err(crate::error::hinted(
             "lockf has no shared lock, so there is nothing to upgrade",
             "use --lock posix (lockf is a POSIX lock through fcntl), ofd or flock",
         )),
-        (Scenario::Mixed, LockKind::Flock) => Err(crate::app::hinted(
+        (Scenario::Mixed, LockKind::Flock) => Err(crate::error::hinted(
             "--scenario mixed pairs the server's flock with an fcntl lock on the client",
             "pass --lock posix, ofd or lockf",
         )),
         (Scenario::Mixed, _) if role == Role::Server => Ok((LockKind::Flock, Share::Reopen)),
         _ => Ok((lock, Share::Reopen)),
-    }
-}
-
-/// How a role's mode reads in its summary line: `ofd lock, share same`, `eventfd sync`, ...
-pub fn mode_label(cfg: &RoleConfig) -> String {
-    match (cfg.scenario, cfg.sync) {
-        (Some(s), _) => format!(
-            "{} scenario, {} lock",
-            super::scenario::scenario_name(s),
-            lock_name(cfg.lock)
-        ),
-        (None, SyncKind::Fcntl) => {
-            format!(
-                "{} lock, share {}",
-                lock_name(cfg.lock),
-                share_name(cfg.share)
-            )
-        }
-        (None, sync) => format!("{} sync", super::sync::sync_name(sync)),
     }
 }
 
@@ -133,49 +91,78 @@ pub struct LoopResult {
     pub log: Vec<Acquisition>,
 }
 
-pub fn server_main(args: RoleArgs) -> anyhow::Result<ExitCode> {
-    role_main(Role::Server, &args)
+/// What every loop counts (the turn loop, the remedies' `sync_loop`, the scenario's rounds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub turns: u64,
+    /// Lock grants (turns + whoops; a scenario's rounds take two).
+    pub acquisitions: u64,
+    pub whoops: u64,
+    pub overlaps: u64,
+    pub elapsed_ns: u64,
 }
 
-pub fn client_main(args: RoleArgs) -> anyhow::Result<ExitCode> {
-    role_main(Role::Client, &args)
+impl Counts {
+    /// A loop of turns, where every grant was a turn or a whoops.
+    pub fn of_turns(turns: u64, whoops: u64, overlaps: u64, elapsed_ns: u64) -> Counts {
+        Counts {
+            turns,
+            acquisitions: turns + whoops,
+            whoops,
+            overlaps,
+            elapsed_ns,
+        }
+    }
 }
 
-fn role_main(role: Role, args: &RoleArgs) -> anyhow::Result<ExitCode> {
-    crate::signals::install()?;
-    let cfg = RoleConfig::from_args(role, args)?;
-    let result = match role {
-        Role::Server => serve(&cfg),
-        Role::Client => connect(&cfg),
-    };
-    if let Some(sig) = crate::signals::received() {
-        eprintln!("lockrace: the {role} was interrupted by {}", sig.as_str());
-        return Ok(ExitCode::from(crate::signals::exit_code(sig)));
+impl LoopResult {
+    /// A loop of turns (the turn loop, the remedies'), with the handoff latency it measured.
+    pub fn of_turns(
+        role: Role,
+        memfd: (u64, u64),
+        counts: Counts,
+        latency: &LatencyHist,
+        log: Vec<Acquisition>,
+    ) -> LoopResult {
+        LoopResult::new(role, memfd, counts, Some(latency.summary()), None, log)
     }
-    let done = result?;
-    if let Some(path) = &cfg.acquisition_log {
-        std::fs::write(path, format_acquisition_log(&done.log))
-            .with_context(|| format!("cannot write the acquisition log {}", path.display()))?;
+
+    /// The one way a role's report is made: this process, its memfd `(dev, ino)`, what its
+    /// loop counted, the handoff latency it measured and (scenario) what it saw of upgrades.
+    pub fn new(
+        role: Role,
+        (dev, ino): (u64, u64),
+        c: Counts,
+        handoff_latency: Option<HandoffLatency>,
+        upgrade: Option<UpgradeCounts>,
+        log: Vec<Acquisition>,
+    ) -> LoopResult {
+        LoopResult {
+            report: RoleReport {
+                role: role.as_str().to_string(),
+                pid: std::process::id(),
+                iterations: c.turns,
+                acquisitions: c.acquisitions,
+                whoops: c.whoops,
+                overlaps: c.overlaps,
+                elapsed_ns: c.elapsed_ns,
+                memfd_dev: dev,
+                memfd_ino: ino,
+                handoff_latency,
+                upgrade,
+            },
+            log,
+        }
     }
-    if cfg.json {
-        println!("{}", serde_json::to_string(&done.report)?);
-    } else {
-        println!("{}", summary_line(&done.report, &mode_label(&cfg)));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// `server: 100 turns, 412 whoops (4.12 per turn), 0 overlaps, 3.21 ms (ofd lock, share same)`.
-pub fn summary_line(r: &RoleReport, mode: &str) -> String {
-    let per_turn = r.whoops as f64 / r.iterations.max(1) as f64;
-    format!(
-        "{}: {} turns, {} whoops ({per_turn:.2} per turn), {} overlaps, {:.2} ms ({mode})",
-        r.role,
-        r.iterations,
-        r.whoops,
-        r.overlaps,
-        r.elapsed_ns as f64 / 1e6,
-    )
+/// Run this role: the server binds its socket and waits for the client's memfd, the client
+/// creates and sends it; then the loop of its mode.
+pub fn run(cfg: &RoleConfig) -> anyhow::Result<LoopResult> {
+    match cfg.role {
+        Role::Server => serve(cfg),
+        Role::Client => connect(cfg),
+    }
 }
 
 fn serve(cfg: &RoleConfig) -> anyhow::Result<LoopResult> {
@@ -309,65 +296,19 @@ pub fn turn_loop(cfg: &RoleConfig, fd: OwnedFd, dev: u64, ino: u64) -> anyhow::R
     }
     let elapsed_ns = monotonic_ns().saturating_sub(start);
     watchdog.stop();
-    Ok(LoopResult {
-        report: RoleReport {
-            role: role.as_str().to_string(),
-            pid: std::process::id(),
-            iterations: turns,
-            acquisitions: turns + whoops,
-            whoops,
-            overlaps,
-            elapsed_ns,
-            memfd_dev: dev,
-            memfd_ino: ino,
-            handoff_latency: Some(latency.summary()),
-            upgrade: None,
-        },
+    let counts = Counts::of_turns(turns, whoops, overlaps, elapsed_ns);
+    Ok(LoopResult::of_turns(
+        role,
+        (dev, ino),
+        counts,
+        &latency,
         log,
-    })
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn summary_line_reads_well() {
-        let r = RoleReport {
-            role: "server".into(),
-            pid: 1,
-            iterations: 100,
-            acquisitions: 512,
-            whoops: 412,
-            overlaps: 0,
-            elapsed_ns: 3_210_000,
-            memfd_dev: 1,
-            memfd_ino: 2,
-            handoff_latency: None,
-            upgrade: None,
-        };
-        let mut cfg = RoleConfig {
-            role: Role::Server,
-            socket: PathBuf::from("/s"),
-            lock: LockKind::Ofd,
-            share: Share::Same,
-            sync: SyncKind::Fcntl,
-            scenario: None,
-            iterations: 100,
-            stall: Duration::from_secs(1),
-            json: false,
-            acquisition_log: None,
-        };
-        assert_eq!(
-            summary_line(&r, &mode_label(&cfg)),
-            "server: 100 turns, 412 whoops (4.12 per turn), 0 overlaps, 3.21 ms (ofd lock, share same)"
-        );
-        cfg.sync = SyncKind::Futex;
-        assert_eq!(mode_label(&cfg), "futex sync");
-        cfg.scenario = Some(Scenario::Upgrade);
-        cfg.lock = LockKind::Flock;
-        assert_eq!(mode_label(&cfg), "upgrade scenario, flock lock");
-    }
 
     #[test]
     fn scenarios_check_their_lock_and_sync() {
@@ -412,7 +353,7 @@ mod tests {
             ),
         ] {
             let err = effective_lock(Role::Server, lock, Share::Same, sync, Some(scenario));
-            let msg = crate::app::render_error(&err.unwrap_err());
+            let msg = crate::error::render_error(&err.unwrap_err());
             assert!(msg.contains(want), "{msg}");
         }
     }

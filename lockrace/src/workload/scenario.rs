@@ -16,27 +16,25 @@
 //!   the client (private descriptions): overlaps > 0, and traced, `evidence::independence`
 //!   shows grants of both kinds interleaving with no request ever blocked.
 //!
+//! This is the role side (the child's loop); the command side (the traced run, the kernel
+//! evidence, the scenario's own document) is `cmd::run::scenario`.
+//!
 //! Invariants: every wait is bounded (sliced futex waits checking signals, a dead peer and the
-//! stall timeout; the watchdog as a backstop); the scenario's JSON (`--json`) is its own
-//! document, `"report": "lockrace-scenario"`, holding the workload and the kernel evidence.
+//! stall timeout; the watchdog as a backstop).
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
-use super::evidence::{self, CallPath, Independence, UpgradeSummary};
-use super::role::{LoopResult, RoleConfig};
-use super::run::{RunConfig, RunOutcome, execute, render_summary};
+use super::Scenario;
+use super::role::{Counts, LoopResult, RoleConfig};
 use super::shared::{Inside, SCENARIO_OFFSET};
 use super::sync::{Peer, WaitCtx, publish};
-use super::trace_pass::{TraceOptions, traced_execute};
 use super::watchdog::Watchdog;
-use super::{Acquisition, Role, RoleReport, WorkloadReport, lock, lock_name, monotonic_ns};
-use crate::cli::{RunArgs, Scenario};
-use crate::report::model::{CaptureInfo, kernel_release};
+use super::{Acquisition, Role, lock, lock_name};
+use crate::host::monotonic_ns;
+use crate::report::model::UpgradeCounts;
 
 /// The CLI spelling of a scenario.
 pub fn scenario_name(s: Scenario) -> &'static str {
@@ -44,20 +42,6 @@ pub fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Upgrade => "upgrade",
         Scenario::Mixed => "mixed",
     }
-}
-
-/// What one role saw of the upgrades.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpgradeCounts {
-    pub rounds: u64,
-    /// Rounds in which the client was granted the exclusive lock before the server's upgrade
-    /// returned (server: the client had it already when the upgrade returned; client: the
-    /// upgrade had not returned when it got the lock).
-    pub stolen: u64,
-    /// Client: rounds in which its non-blocking upgrade was refused (the server's pending
-    /// upgrade still held a conflicting lock).
-    #[serde(default)]
-    pub refused: u64,
 }
 
 /// Rounds are numbered in u32 futex words (4 phases each).
@@ -111,7 +95,7 @@ pub fn upgrade_loop(
     let role = cfg.role;
     let kind = cfg.lock;
     if cfg.iterations > MAX_ROUNDS {
-        return Err(crate::app::hinted(
+        return Err(crate::error::hinted(
             format!("--scenario upgrade runs at most {MAX_ROUNDS} rounds"),
             "lower --iterations",
         ));
@@ -216,215 +200,26 @@ pub fn upgrade_loop(
     let elapsed_ns = monotonic_ns().saturating_sub(start);
     watchdog.stop();
     let grants = 2 * cfg.iterations;
-    Ok(LoopResult {
-        report: RoleReport {
-            role: role.as_str().to_string(),
-            pid: std::process::id(),
-            iterations: cfg.iterations,
-            acquisitions: grants,
-            whoops: 0,
-            overlaps,
-            elapsed_ns,
-            memfd_dev: dev,
-            memfd_ino: ino,
-            handoff_latency: None,
-            upgrade: Some(UpgradeCounts {
-                rounds: cfg.iterations,
-                stolen,
-                refused,
-            }),
-        },
+    let counts = Counts {
+        turns: cfg.iterations,
+        acquisitions: grants,
+        whoops: 0,
+        overlaps,
+        elapsed_ns,
+    };
+    let upgrades = UpgradeCounts {
+        rounds: cfg.iterations,
+        stolen,
+        refused,
+    };
+    Ok(LoopResult::new(
+        role,
+        (dev, ino),
+        counts,
+        None,
+        Some(upgrades),
         log,
-    })
-}
-
-/// What the kernel events of a traced scenario show.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
-pub struct ScenarioKernel {
-    pub capture: CaptureInfo,
-    /// `upgrade`: the server's upgrade windows, counted, and what they mean.
-    #[serde(default)]
-    pub upgrade: Option<UpgradeSummary>,
-    #[serde(default)]
-    pub upgrade_verdict: Option<String>,
-    /// `mixed`: flock and fcntl grants on the memfd.
-    #[serde(default)]
-    pub independence: Option<Independence>,
-    /// The syscalls and kernel paths of each role's requests.
-    pub server_path: CallPath,
-    pub client_path: CallPath,
-}
-
-/// The `--json` document of a scenario run.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ScenarioReport {
-    /// Always `lockrace-scenario`.
-    pub report: String,
-    pub lockrace_version: String,
-    pub kernel_release: String,
-    pub scenario: String,
-    pub complete: bool,
-    #[serde(default)]
-    pub incomplete_reasons: Vec<String>,
-    pub workload: WorkloadReport,
-    /// Null when untraced.
-    pub kernel: Option<ScenarioKernel>,
-}
-
-/// The evidence in the events of one traced scenario run.
-pub fn kernel_evidence(
-    scenario: Scenario,
-    outcome: &RunOutcome,
-    events: &[crate::events::Event],
-    capture: CaptureInfo,
-) -> Option<ScenarioKernel> {
-    let m = outcome.memfd?;
-    let dev = m.dev as u32;
-    let (server, client) = (outcome.server.pid, outcome.client.pid);
-    let mut k = ScenarioKernel {
-        capture,
-        server_path: evidence::call_path(events, &[server], dev, m.ino),
-        client_path: evidence::call_path(events, &[client], dev, m.ino),
-        ..Default::default()
-    };
-    match scenario {
-        Scenario::Upgrade => {
-            let s = UpgradeSummary::of(&evidence::upgrade_windows(events, server, dev, m.ino));
-            k.upgrade_verdict = Some(s.verdict());
-            k.upgrade = Some(s);
-        }
-        Scenario::Mixed => k.independence = Some(evidence::independence(events, dev, m.ino)),
-    }
-    Some(k)
-}
-
-/// The scenario's lines under the run summary.
-pub fn render(cfg: &RunConfig, outcome: &RunOutcome, kernel: Option<&ScenarioKernel>) -> String {
-    let mut out = String::new();
-    let what = lock_name(cfg.lock);
-    if cfg.scenario == Some(Scenario::Upgrade) {
-        let seen: Vec<String> = outcome
-            .roles()
-            .iter()
-            .filter_map(|r| {
-                let u = r.report.as_ref()?.upgrade.as_ref()?;
-                Some(format!("{} {}", r.role, u.stolen))
-            })
-            .collect();
-        let refused: u64 = outcome
-            .client
-            .report
-            .as_ref()
-            .and_then(|r| r.upgrade.as_ref())
-            .map_or(0, |u| u.refused);
-        out.push_str(&format!(
-            "  upgrades: {} rounds of {what} shared -> exclusive by the server while the client \
-             held a shared lock and then tried, without waiting, to upgrade its own; stolen (the \
-             client got the exclusive lock first), as each role saw it: {}; the client's try was \
-             refused in {refused}\n",
-            cfg.iterations,
-            if seen.is_empty() {
-                "-".to_string()
-            } else {
-                seen.join(", ")
-            }
-        ));
-    }
-    let Some(k) = kernel else {
-        return out;
-    };
-    if let Some(u) = &k.upgrade {
-        out.push_str(&format!(
-            "  kernel: {} upgrades, {} waited, {} stolen, {} with the other's exclusive request \
-             refused and {} with it blocked inside, {} explicit unlocks\n  verdict: {what} \
-             upgrade {}\n",
-            u.upgrades,
-            u.waited,
-            u.stolen,
-            u.others_refused,
-            u.others_blocked,
-            u.explicit_unlocks,
-            u.verdict()
-        ));
-    }
-    if let Some(i) = &k.independence {
-        out.push_str(&format!(
-            "  kernel: {} flock grants (server), {} {what} grants (client) on the memfd, {} \
-             blocked requests, {} grants while the other kind was held\n",
-            i.flock_grants, i.posix_grants, i.blocks, i.concurrent_grants
-        ));
-        out.push_str(if i.proves_independence() {
-            "  verdict: flock and fcntl locks on one file do not see each other (no request ever \
-             waited for the other kind)\n"
-        } else {
-            "  verdict: the events do not show independence (see the counts)\n"
-        });
-    }
-    out.push_str(&format!(
-        "  paths: server {}; client {}\n",
-        k.server_path.describe(),
-        k.client_path.describe()
-    ));
-    out
-}
-
-pub fn main(args: &RunArgs, cfg: &RunConfig) -> anyhow::Result<ExitCode> {
-    let scenario = cfg.scenario.context("not a scenario run")?;
-    // Checked before anything runs, so a bad size costs nothing.
-    let limits = args.capture.limits()?;
-    crate::signals::install()?;
-    let root = nix::unistd::geteuid().is_root();
-    let trace = !args.no_trace && root;
-    if !trace && (args.events.is_some() || args.perfetto.is_some()) {
-        return Err(crate::app::hinted(
-            "--events and --perfetto need kernel tracing, which needs root",
-            "run it with sudo (and without --no-trace)",
-        ));
-    }
-    if !args.no_trace && !root {
-        eprintln!(
-            "lockrace: not root, so the scenario is untraced (run it with sudo to see the kernel's side)"
-        );
-    }
-    let (outcome, kernel, mut doc) = if trace {
-        let t = traced_execute(
-            cfg,
-            &TraceOptions {
-                limits,
-                events_jsonl: args.events.as_deref(),
-                perfetto: args.perfetto.as_deref(),
-                announce: true,
-            },
-        )?;
-        let capture = t.doc.capture.clone().unwrap_or_default();
-        let kernel = kernel_evidence(scenario, &t.outcome, &t.events, capture);
-        (t.outcome, kernel, t.doc)
-    } else {
-        let o = execute(cfg)?;
-        let doc = super::run::document(cfg, &o);
-        (o, None, doc)
-    };
-    if outcome.roles().iter().any(|r| r.report.is_some()) {
-        print!("{}", render_summary(cfg, &outcome, trace));
-        print!("{}", render(cfg, &outcome, kernel.as_ref()));
-    }
-    if let Some(path) = &args.json {
-        let report = ScenarioReport {
-            report: "lockrace-scenario".to_string(),
-            lockrace_version: env!("CARGO_PKG_VERSION").to_string(),
-            kernel_release: kernel_release(),
-            scenario: scenario_name(scenario).to_string(),
-            complete: doc.complete,
-            incomplete_reasons: std::mem::take(&mut doc.incomplete_reasons),
-            workload: outcome.workload_report(cfg),
-            kernel,
-        };
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write the report {}", path.display()))?;
-    }
-    // The scenario wrote its own document: hand `finish` one so it does not write another.
-    super::run::finish(args, cfg, outcome, Some(doc))
+    ))
 }
 
 #[cfg(test)]

@@ -29,13 +29,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::SyncKind;
 use super::channel::counter_says_my_turn;
 use super::latency::LatencyHist;
-use super::role::{LoopResult, RoleConfig};
+use super::role::{Counts, LoopResult, RoleConfig};
 use super::shared::{EVENTFD_TURN_OFFSET, FUTEX_OFFSET, Inside};
 use super::watchdog::{Watchdog, stall_error};
-use super::{Acquisition, Role, RoleReport, eventfd, futex, monotonic_ns};
-use crate::cli::SyncKind;
+use super::{Acquisition, Role, eventfd, futex};
+use crate::host::monotonic_ns;
 
 /// How long one bounded wait lasts before the role checks signals, its peer and the stall.
 pub const SLICE: Duration = Duration::from_millis(100);
@@ -120,7 +121,7 @@ impl Peer {
 
 /// The error of a role whose peer exited while it waited.
 pub fn peer_gone_error(role: Role, pid: u32, waiting_on: &str) -> anyhow::Error {
-    crate::app::hinted(
+    crate::error::hinted(
         format!(
             "the {} (pid {pid}) exited while the {role} waited on {waiting_on}; giving up",
             role.other()
@@ -385,29 +386,21 @@ pub fn sync_loop(
     }
     let elapsed_ns = monotonic_ns().saturating_sub(start);
     watchdog.stop();
-    Ok(LoopResult {
-        report: RoleReport {
-            role: role.as_str().to_string(),
-            pid: std::process::id(),
-            iterations: turns,
-            acquisitions: turns + tally.whoops,
-            whoops: tally.whoops,
-            overlaps,
-            elapsed_ns,
-            memfd_dev: dev,
-            memfd_ino: ino,
-            handoff_latency: Some(latency.summary()),
-            upgrade: None,
-        },
-        log: tally.log,
-    })
+    let counts = Counts::of_turns(turns, tally.whoops, overlaps, elapsed_ns);
+    Ok(LoopResult::of_turns(
+        role,
+        (dev, ino),
+        counts,
+        &latency,
+        tally.log,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{LockKind, Share};
     use crate::workload::handshake;
+    use crate::workload::{LockKind, Share};
     use std::path::PathBuf;
 
     fn cfg(role: Role, sync: SyncKind, iterations: u64) -> RoleConfig {
@@ -479,7 +472,7 @@ mod tests {
         let t0 = std::time::Instant::now();
         let word = shared.u32_at(FUTEX_OFFSET);
         let err = ctx.await_word(word, |v| v == 1).unwrap_err();
-        let msg = crate::app::render_error(&err);
+        let msg = crate::error::render_error(&err);
         assert!(msg.contains("the server made no progress for 1 s"), "{msg}");
         assert!(t0.elapsed() < Duration::from_secs(3));
         // A word that already holds the value needs no wait.
@@ -550,7 +543,7 @@ mod tests {
             .pid(Role::Client)
             .store(std::process::id(), Ordering::SeqCst);
         assert_eq!(me.gone(&shared), None);
-        let msg = crate::app::render_error(&peer_gone_error(Role::Client, pid, "its eventfd"));
+        let msg = crate::error::render_error(&peer_gone_error(Role::Client, pid, "its eventfd"));
         assert!(
             msg.starts_with(&format!(
                 "the server (pid {pid}) exited while the client waited on its eventfd"

@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::SigmaskHow;
 
-use super::{Role, monotonic_ns};
+use super::Role;
+use crate::host::monotonic_ns;
 
 /// Handle held by the turn loop.
 pub struct Watchdog {
@@ -25,7 +26,7 @@ pub struct Watchdog {
 
 /// The error a stalled role dies with.
 pub fn stall_error(role: Role, stall: Duration) -> anyhow::Error {
-    crate::app::hinted(
+    crate::error::hinted(
         format!(
             "the {} made no progress for {} s, giving up",
             role.other(),
@@ -67,7 +68,7 @@ impl Watchdog {
                             return;
                         }
                         let err = stall_error(role, stall);
-                        eprintln!("lockrace: {}", crate::app::render_error(&err));
+                        eprintln!("lockrace: {}", crate::error::render_error(&err));
                         std::process::exit(1);
                     }
                     std::thread::sleep(Duration::from_nanos(left));
@@ -115,7 +116,7 @@ mod tests {
 
     #[test]
     fn stall_error_names_the_other_side() {
-        let msg = crate::app::render_error(&stall_error(Role::Server, Duration::from_secs(3)));
+        let msg = crate::error::render_error(&stall_error(Role::Server, Duration::from_secs(3)));
         assert!(
             msg.starts_with("the client made no progress for 3 s"),
             "{msg}"
