@@ -1,7 +1,7 @@
 //! The kernel matrix table: one row per kernel (and the host), with the figures read from each
 //! run's JSON report, or the reason the kernel has none.
 //!
-//! Invariants: the figures are defined as in `lockrace compare` (lockrace/src/compare.rs; a test
+//! Invariants: the figures are defined as in `lockrace compare` (lockrace/src/report/compare.rs; a test
 //! reads the same fixture): whoops/handoff = all whoops / all turns, self_barge share = self_barge
 //! over decided handoffs (unresolved excluded) of the run's memfd lock, wake-to-run percentiles of
 //! that lock, dropped = capture.dropped. xtask does not link lockrace (its build compiles eBPF),
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn figures_are_those_lockrace_compare_reads() {
-        // The same numbers lockrace/tests/compare_cli.rs expects from this fixture.
+        // The same numbers lockrace/tests/integration/compare_cli.rs expects from this fixture.
         let f = figures(&fixture("base.json"));
         assert_eq!(
             f,
