@@ -8,6 +8,7 @@
 //! - [`Capture::stop`] detaches every program first, then drains what is left in the ring, then
 //!   reads the drop counters, so the counts cover the whole capture;
 //! - dropping a [`Capture`] without `stop` still detaches everything (aya detaches on drop).
+pub mod btf;
 pub mod loader;
 pub mod record;
 pub mod tracefs;
