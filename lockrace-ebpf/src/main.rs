@@ -9,13 +9,17 @@
 #![no_main]
 
 mod emit;
+mod fast;
 mod filelock;
 mod filter;
 mod sched;
 mod syscalls;
 mod tp;
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
 use lockrace_common::{
     Kind, LOCK_TP_FCNTL_SETLK, LOCK_TP_FLOCK, LOCK_TP_POSIX, LOCK_TP_REMOVE_POSIX,
 };
@@ -88,6 +92,48 @@ pub fn sys_enter_flock(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_flock(ctx: TracePointContext) -> u32 {
     syscalls::exit(&ctx, Kind::SysExitFlock)
+}
+
+// The fast probe set (`FAST_PROBES`): BTF-typed tracepoints, see `fast`.
+
+#[btf_tracepoint(function = "posix_lock_inode")]
+pub fn fast_posix_lock(ctx: BtfTracePointContext) -> i32 {
+    fast::lock(&ctx, Kind::PosixLockInode)
+}
+
+#[btf_tracepoint(function = "flock_lock_inode")]
+pub fn fast_flock_lock(ctx: BtfTracePointContext) -> i32 {
+    fast::lock(&ctx, Kind::FlockLockInode)
+}
+
+#[btf_tracepoint(function = "fcntl_setlk")]
+pub fn fast_setlk(ctx: BtfTracePointContext) -> i32 {
+    fast::setlk(&ctx)
+}
+
+#[btf_tracepoint(function = "locks_remove_posix")]
+pub fn fast_rm_posix(ctx: BtfTracePointContext) -> i32 {
+    fast::lock(&ctx, Kind::LocksRemovePosix)
+}
+
+#[btf_tracepoint(function = "sched_waking")]
+pub fn fast_waking(ctx: BtfTracePointContext) -> i32 {
+    fast::waking(&ctx)
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn fast_switch(ctx: BtfTracePointContext) -> i32 {
+    fast::switch(&ctx)
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn fast_fork(ctx: BtfTracePointContext) -> i32 {
+    fast::fork(&ctx)
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn fast_exit(_ctx: BtfTracePointContext) -> i32 {
+    fast::exit()
 }
 
 #[cfg(not(test))]

@@ -7,9 +7,14 @@
 //!   both reach [`CaptureStats`];
 //! - [`Capture::stop`] detaches every program first, then drains what is left in the ring, then
 //!   reads the drop counters, so the counts cover the whole capture;
-//! - dropping a [`Capture`] without `stop` still detaches everything (aya detaches on drop).
+//! - dropping a [`Capture`] without `stop` still detaches everything (aya detaches on drop);
+//! - every program's recursion misses (runs the kernel skipped: lost events) are read at the
+//!   end and summed into [`CaptureStats::missed`]; with [`CaptureOptions::self_cost`] the
+//!   kernel's run-time statistics are on for the capture only ([`progstats::StatsGuard`]) and
+//!   each program's runs and ns per run are read too.
 pub mod btf;
 pub mod loader;
+pub mod progstats;
 pub mod record;
 pub mod tracefs;
 
@@ -23,12 +28,18 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::oneshot};
 
 pub use loader::{Filter, Limits, Loaded, Probes};
+pub use progstats::ProgramStats;
 
 use crate::events::{self, Event};
 
 /// How often the reader drains the ring when the kernel did not wake it (records below the
-/// wakeup threshold are submitted without a wakeup; see `GLOBAL_WAKEUP_BYTES`).
+/// wakeup threshold are submitted without a wakeup; see `GLOBAL_WAKEUP_BYTES`; the fast
+/// programs never wake it).
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// The drain interval while the ring fills fast: after a drain that found at least
+/// 1/[`BUSY_FRACTION`] of the ring in use, the next one comes after this.
+pub const BUSY_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+pub const BUSY_FRACTION: u64 = 16;
 
 /// Where decoded events go. Called on the reader thread, one event at a time.
 pub trait Sink: Send + 'static {
@@ -167,11 +178,40 @@ pub struct CaptureStats {
     /// Tasks the programs could not follow because `TRACED_TGIDS` or `IN_REQUEST` was full
     /// (`--max-tasks`): their later events are missing.
     pub untracked_tasks: u64,
+    /// Every attached program's figures at the end of the capture.
+    pub programs: Vec<ProgramStats>,
+    /// Runs the kernel skipped, summed over the programs (`recursion_misses`): events lost.
+    pub missed: u64,
+    /// The probe set really attached (`Lean` when `Fast` fell back).
+    pub probes: Probes,
 }
 
 impl CaptureStats {
+    /// Nothing lost that the kernel or the reader knows of. A miss may be a scheduler event of
+    /// an untraced task (the kernel counts misses before any filter), so `missed` alone does
+    /// not decide it: [`CaptureStats::missed_reason`] says what was missed, the report decides.
     pub fn complete(&self) -> bool {
         self.dropped == 0 && self.decode_errors == 0 && self.untracked_tasks == 0
+    }
+
+    /// The line for a capture whose programs were skipped by the kernel, if any were.
+    pub fn missed_reason(&self) -> Option<String> {
+        (self.missed > 0).then(|| {
+            let which: Vec<String> = self
+                .programs
+                .iter()
+                .filter_map(|p| match p.recursion_misses {
+                    Some(m) if m > 0 => Some(format!("{} {m}", p.name)),
+                    _ => None,
+                })
+                .collect();
+            format!(
+                "the kernel skipped lockrace's programs {} times (another BPF program was running \
+                 on that CPU), so events may be missing: {}",
+                self.missed,
+                which.join(", ")
+            )
+        })
     }
 
     /// The incomplete-report line for tasks the capture could not follow, if any.
@@ -186,11 +226,23 @@ impl CaptureStats {
     }
 }
 
+/// How a capture runs besides its filter and sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureOptions {
+    pub probes: Probes,
+    /// Turn the kernel's BPF run-time statistics on for the capture (restored after it) and
+    /// report each program's runs and ns per run (`--self-cost`). They cost two clock reads
+    /// per program run, so they are off unless asked for.
+    pub self_cost: bool,
+}
+
 /// A running capture: programs attached, a reader thread draining the ring buffer.
 pub struct Capture<S: Sink> {
     loaded: Loaded,
     stop_tx: Option<oneshot::Sender<()>>,
     reader: Option<JoinHandle<io::Result<(S, u64, u64)>>>,
+    /// BPF statistics on while this lives (`self_cost`).
+    stats: Option<progstats::StatsGuard>,
 }
 
 impl<S: Sink> Capture<S> {
@@ -215,18 +267,62 @@ impl<S: Sink> Capture<S> {
         probes: Probes,
         sink: S,
     ) -> anyhow::Result<Capture<S>> {
+        let options = CaptureOptions {
+            probes,
+            ..CaptureOptions::default()
+        };
+        Capture::start_options(filter, limits, options, sink)
+    }
+
+    /// Every way to start a capture. [`loader::PROBES_ENV`] (a measurement switch) overrides
+    /// `options.probes` when set.
+    pub fn start_options(
+        filter: &Filter,
+        limits: &Limits,
+        options: CaptureOptions,
+        sink: S,
+    ) -> anyhow::Result<Capture<S>> {
+        let probes = options.probes.or_env()?;
+        if probes != options.probes {
+            log::info!(
+                "{}={}: attaching the {} probe set",
+                loader::PROBES_ENV,
+                probes.name(),
+                probes.name()
+            );
+        }
+        // Statistics first: a program run before they are on would be missing from the count.
+        let stats = if options.self_cost {
+            let g = progstats::StatsGuard::enable().map_err(|e| {
+                crate::app::hinted(
+                    format!("cannot turn on BPF statistics: {e}"),
+                    "run as root (CAP_SYS_ADMIN), or leave out --self-cost",
+                )
+            })?;
+            log::debug!("BPF statistics on ({})", g.method());
+            Some(g)
+        } else {
+            None
+        };
         let mut loaded = Loaded::load_probes(filter, limits, probes)?;
         let ring = loaded.take_ring()?;
         let (stop_tx, stop_rx) = oneshot::channel();
+        let busy = u64::from(limits.ring_buffer_bytes) / BUSY_FRACTION;
         let reader = std::thread::Builder::new()
             .name("lockrace-reader".into())
-            .spawn(move || read_ring(ring, sink, stop_rx))
+            .spawn(move || read_ring(ring, sink, stop_rx, busy))
             .context("cannot start the ring-buffer reader thread")?;
         Ok(Capture {
             loaded,
             stop_tx: Some(stop_tx),
             reader: Some(reader),
+            stats,
         })
+    }
+
+    /// The probe set attached (`Lean` when `Fast` fell back) and the programs.
+    pub fn probes(&self) -> (Probes, &[&'static str]) {
+        (self.loaded.probes, self.loaded.attached())
     }
 
     /// The offsets this kernel's tracefs gave (and which field names it uses).
@@ -252,6 +348,10 @@ impl<S: Sink> Capture<S> {
             .context("reading the ring buffer")?;
         let dropped = self.loaded.drops()?;
         let untracked_tasks = self.loaded.map_full()?;
+        // Detached: the figures are final. Then statistics go off (the guard drops).
+        let programs = self.loaded.program_stats(self.stats.is_some());
+        self.stats = None;
+        let missed = programs.iter().filter_map(|p| p.recursion_misses).sum();
         Ok((
             sink,
             CaptureStats {
@@ -259,6 +359,9 @@ impl<S: Sink> Capture<S> {
                 dropped,
                 decode_errors,
                 untracked_tasks,
+                programs,
+                missed,
+                probes: self.loaded.probes,
             },
             self.loaded.offsets.clone(),
         ))
@@ -278,14 +381,17 @@ impl<S: Sink> Drop for Capture<S> {
     }
 }
 
-/// Drain every record currently in the ring into the sink.
+/// Drain every record currently in the ring into the sink; returns the bytes it took (the
+/// ring's 8-byte record headers included).
 fn drain<S: Sink>(
     ring: &mut RingBuf<MapData>,
     sink: &mut S,
     events: &mut u64,
     bad: &mut u64,
-) -> io::Result<()> {
+) -> io::Result<u64> {
+    let mut bytes = 0u64;
     while let Some(item) = ring.next() {
+        bytes += (item.len() as u64 + 8).next_multiple_of(8);
         match events::decode(&item) {
             Ok(e) => {
                 *events += 1;
@@ -297,14 +403,17 @@ fn drain<S: Sink>(
             }
         }
     }
-    Ok(())
+    Ok(bytes)
 }
 
-/// The reader thread: a current-thread tokio runtime waiting on the ring's fd.
+/// The reader thread: a current-thread tokio runtime waiting on the ring's fd, and draining
+/// it every [`POLL_INTERVAL`], or every [`BUSY_POLL_INTERVAL`] after a drain of at least
+/// `busy` bytes (records submitted without a wakeup must not fill the ring between drains).
 fn read_ring<S: Sink>(
     ring: RingBuf<MapData>,
     mut sink: S,
     mut stop_rx: oneshot::Receiver<()>,
+    busy: u64,
 ) -> io::Result<(S, u64, u64)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -315,8 +424,7 @@ fn read_ring<S: Sink>(
         let mut afd =
             unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
                 .map_err(io::Error::from)?;
-        let mut tick = tokio::time::interval(POLL_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = POLL_INTERVAL;
         loop {
             tokio::select! {
                 guard = afd.readable_mut() => {
@@ -325,8 +433,9 @@ fn read_ring<S: Sink>(
                     guard.clear_ready();
                     sink.idle()?;
                 }
-                _ = tick.tick() => {
-                    drain(afd.get_mut(), &mut sink, &mut events, &mut bad)?;
+                _ = tokio::time::sleep(next) => {
+                    let bytes = drain(afd.get_mut(), &mut sink, &mut events, &mut bad)?;
+                    next = if bytes >= busy { BUSY_POLL_INTERVAL } else { POLL_INTERVAL };
                     sink.idle()?;
                 }
                 _ = &mut stop_rx => break,

@@ -1,0 +1,462 @@
+//! The fast probe set (`lockrace_common::FAST_PROBES`): BTF-typed tracepoints (`tp_btf`)
+//! that read the kernel's own structs with direct loads.
+//!
+//! A `tp_btf` program gets the tracepoint's C arguments (TP_PROTO) instead of a record the
+//! kernel first builds in a perf buffer, the verifier turns its loads through those pointers
+//! into plain loads with an exception-table entry (no helper call), and each program has its
+//! own recursion guard. Field offsets are not compiled in: the loader reads them from the
+//! running kernel's BTF (`FAST_OFFSETS`, a frozen read-only global, so the verifier sees each
+//! offset as a constant and checks every load against the struct's BTF).
+//!
+//! Prototypes (include/trace/events/filelock.h, sched.h; Linux 5.18 through 6.18):
+//! ```text
+//! posix_lock_inode, flock_lock_inode, fcntl_setlk, locks_remove_posix:
+//!     (struct inode *inode, struct file_lock *fl, int ret)
+//! sched_waking:        (struct task_struct *p)
+//! sched_switch:        (bool preempt, struct task_struct *prev, struct task_struct *next,
+//!                       unsigned int prev_state)        [before 5.18: no prev_state]
+//! sched_process_fork:  (struct task_struct *parent, struct task_struct *child)
+//! sched_process_exit:  (struct task_struct *p)          [6.16+: also bool group_dead]
+//! ```
+//! Invariants: every pointer is checked for NULL before it is followed (the verifier may mark
+//! tracepoint arguments nullable); records are the same `LockEvent` / `SchedEvent` the classic
+//! programs write, with the same field meanings (`sched_switch.prev_state` computed as the
+//! classic tracepoint computes it); a task is marked waiting (`WAITING`) from a lock event
+//! that returned FILE_LOCK_DEFERRED to its next lock decision or its exit, and only the sched
+//! events of waiting tasks are shipped.
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated},
+    macros::map,
+    maps::{Array, ring_buf::RingBufEntry},
+    programs::BtfTracePointContext,
+};
+use lockrace_common::{
+    FastOffsets, Header, IDS_PER_ENTRY, Kind, LockEvent, SchedEvent, k, switch_state,
+};
+
+use crate::{emit, filter, tp};
+
+#[unsafe(no_mangle)]
+static FAST_OFFSETS: FastOffsets = FastOffsets {
+    fl_blocker: 0,
+    fl_owner: 0,
+    fl_pid: 0,
+    fl_flags: 0,
+    fl_type: 0,
+    fl_start: 0,
+    fl_end: 0,
+    fl_file: 0,
+    i_ino: 0,
+    i_sb: 0,
+    s_dev: 0,
+    f_op: 0,
+    fop_lock: 0,
+    t_pid: 0,
+    t_tgid: 0,
+    t_prio: 0,
+    t_comm: 0,
+    t_cpu: 0,
+    t_state: 0,
+    t_exit_state: 0,
+    state_size: 0,
+    switch_state_arg: 0,
+    _pad: [0; 2],
+};
+
+/// tgid -> traced, one byte per tgid (`MAP_TGID_TRACED`); sized from pid_max by the loader.
+#[map(name = "TGID_TRACED")]
+pub static TGID_TRACED: Array<u64> = Array::with_max_entries(4096, 0);
+
+/// tid -> waiting for a lock, one byte per tid (`MAP_WAITING`); sized like `TGID_TRACED`.
+#[map(name = "WAITING")]
+pub static WAITING: Array<u64> = Array::with_max_entries(4096, 0);
+
+const EAGAIN: i32 = 11;
+
+/// The current task, read once per program: its pointer (for the comm) and ids.
+struct Current {
+    task: *const u8,
+    tid: u32,
+    tgid: u32,
+}
+
+impl Current {
+    /// `bpf_get_current_task_btf()` and its pid and tgid (direct loads, no helper each).
+    #[inline(always)]
+    fn get() -> Option<Current> {
+        // SAFETY: no preconditions; the result is a trusted BTF pointer or NULL.
+        let task = unsafe { generated::bpf_get_current_task_btf() } as *const u8;
+        if task.is_null() {
+            return None;
+        }
+        // SAFETY: non-NULL task pointer.
+        Some(unsafe { Current::of(task) })
+    }
+
+    /// The task at `task` (non-NULL, the one running this program).
+    #[inline(always)]
+    unsafe fn of(task: *const u8) -> Current {
+        let o = offsets();
+        // SAFETY: the caller's non-NULL task pointer.
+        unsafe {
+            Current {
+                task,
+                tid: field(task, &o.t_pid),
+                tgid: field(task, &o.t_tgid),
+            }
+        }
+    }
+
+    /// Fill a record's header in place (the same fields `emit::write_header` writes, the comm
+    /// read from the task instead of by `bpf_get_current_comm`); returns the CPU.
+    #[inline(always)]
+    unsafe fn header(&self, h: *mut Header, kind: Kind) -> u32 {
+        // SAFETY: `h` points into a reserved record; every field is written.
+        unsafe {
+            let cpu = bpf_get_smp_processor_id();
+            (*h).ts_ns = bpf_ktime_get_ns();
+            (*h).tgid = self.tgid;
+            (*h).tid = self.tid;
+            (*h).cpu = cpu;
+            (*h).kind = kind as u32;
+            (*h).comm = task_comm(self.task);
+            cpu
+        }
+    }
+}
+
+/// Reserve a record; a full ring is counted. Records are submitted with `BPF_RB_NO_WAKEUP`:
+/// the reader polls (`capture::POLL_INTERVAL`, sooner while the ring fills), which spares
+/// every event the cost of deciding whether to wake it (a ring-buffer query read the
+/// consumer's position, a cache line the reader on another CPU keeps writing).
+#[inline(always)]
+fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    let entry = emit::EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        emit::count_drop();
+    }
+    entry
+}
+
+/// The byte of `id` in a byte map; None past its end (pid_max raised after load).
+#[inline(always)]
+fn byte(map: &Array<u64>, id: u32) -> Option<*mut u8> {
+    let entry = map.get_ptr_mut(id / IDS_PER_ENTRY)?;
+    // SAFETY: `id % 8` is inside the 8-byte value.
+    Some(unsafe { (entry as *mut u8).add((id % IDS_PER_ENTRY) as usize) })
+}
+
+#[inline(always)]
+fn is_set(map: &Array<u64>, id: u32) -> bool {
+    // SAFETY: a byte of a map value; a concurrent writer stores a whole byte.
+    byte(map, id).is_some_and(|p| unsafe { core::ptr::read_volatile(p) } != 0)
+}
+
+/// Set or clear `id`'s byte; an id past the map's end is counted (a task not followed).
+#[inline(always)]
+fn set(map: &Array<u64>, id: u32, on: bool) {
+    match byte(map, id) {
+        // SAFETY: as in `is_set`.
+        Some(p) => unsafe { core::ptr::write_volatile(p, u8::from(on)) },
+        None => emit::count_map_full(),
+    }
+}
+
+/// A field of type T at `off` bytes into the kernel object at `base` (a BTF pointer: the
+/// verifier checks the access against the object's type and makes it fault-safe).
+#[inline(always)]
+unsafe fn field<T: Copy>(base: *const u8, off: &u16) -> T {
+    // SAFETY: the caller's `base` is a non-NULL BTF pointer; `off` is a member offset the
+    // loader read from this kernel's BTF for that type.
+    unsafe { core::ptr::read_volatile(base.add(tp::off(off) as usize) as *const T) }
+}
+
+#[inline(always)]
+fn offsets() -> &'static FastOffsets {
+    &FAST_OFFSETS
+}
+
+/// Whether a lock event of `tgid` on (dev, ino) passes the filter; with `--path`, a task that
+/// locks a traced file is followed from then on.
+#[inline(always)]
+fn lock_traced(tgid: u32, dev: u32, ino: u64) -> bool {
+    let cfg = filter::config();
+    if cfg.by_inode != 0 {
+        if !filter::inode_traced(dev, ino) {
+            return false;
+        }
+        if !is_set(&TGID_TRACED, tgid) {
+            set(&TGID_TRACED, tgid, true);
+        }
+        return true;
+    }
+    cfg.by_tgid == 0 || is_set(&TGID_TRACED, tgid)
+}
+
+/// (dev, ino) of an inode pointer.
+#[inline(always)]
+fn inode_id(inode: *const u8) -> (u32, u64) {
+    let o = offsets();
+    // SAFETY: `inode` is a non-NULL `struct inode *` argument; `i_sb` may be NULL-checked.
+    unsafe {
+        let ino: u64 = field(inode, &o.i_ino);
+        let sb: *const u8 = field(inode, &o.i_sb);
+        let dev: u32 = if sb.is_null() { 0 } else { field(sb, &o.s_dev) };
+        (dev, ino)
+    }
+}
+
+/// One filelock record from the tracepoint's (inode, fl, ret), as the classic program
+/// writes it (include/trace/events/filelock.h `filelock_lock`).
+#[inline(always)]
+fn ship_lock(kind: Kind, cur: &Current, fl: *const u8, dev: u32, ino: u64, ret: i32) {
+    let o = offsets();
+    let Some(mut entry) = reserve::<LockEvent>() else {
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reserved record, every field is written; `fl` is non-NULL.
+    unsafe {
+        cur.header(core::ptr::addr_of_mut!((*e).hdr), kind);
+        let b = core::ptr::addr_of_mut!((*e).body);
+        (*b).fl = fl as u64;
+        (*b).ino = ino;
+        (*b).blocker = field::<u64>(fl, &o.fl_blocker);
+        (*b).owner = field::<u64>(fl, &o.fl_owner);
+        (*b).start = field::<i64>(fl, &o.fl_start);
+        (*b).end = field::<i64>(fl, &o.fl_end);
+        (*b).dev = dev;
+        (*b).flags = field::<u32>(fl, &o.fl_flags);
+        (*b).fl_pid = field::<u32>(fl, &o.fl_pid);
+        (*b).ret = ret;
+        (*b).lock_type = field::<u8>(fl, &o.fl_type);
+        (*b)._pad = [0; 7];
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+}
+
+/// The tracepoint's arguments (inode, fl, ret).
+#[inline(always)]
+fn lock_args(ctx: &BtfTracePointContext) -> (*const u8, *const u8, i32) {
+    let inode: *const u8 = ctx.arg(0);
+    let fl: *const u8 = ctx.arg(1);
+    let ret: u64 = ctx.arg(2);
+    (inode, fl, ret as i32)
+}
+
+/// posix_lock_inode, flock_lock_inode, locks_remove_posix: every decision of a traced task.
+#[inline(always)]
+pub fn lock(ctx: &BtfTracePointContext, kind: Kind) -> i32 {
+    let (inode, fl, ret) = lock_args(ctx);
+    if inode.is_null() || fl.is_null() {
+        return 0;
+    }
+    let Some(cur) = Current::get() else {
+        return 0;
+    };
+    let (dev, ino) = inode_id(inode);
+    if !lock_traced(cur.tgid, dev, ino) {
+        return 0;
+    }
+    ship_lock(kind, &cur, fl, dev, ino, ret);
+    let tid = cur.tid;
+    if ret == k::FILE_LOCK_DEFERRED {
+        set(&WAITING, tid, true);
+    } else if is_set(&WAITING, tid) {
+        set(&WAITING, tid, false);
+    }
+    0
+}
+
+/// fcntl_setlk fires once per fcntl() lock call, after all waiting, with the call's result.
+/// posix_lock_inode has said everything except: a wait that ended without a decision
+/// (ERESTARTSYS/EINTR from a signal), errors before or after it (ENOLCK, EBADF, ...), and the
+/// answers of filesystems that decide locks themselves (`f_op->lock`: posix_lock_inode may
+/// not run there). Only those are shipped; 0 and a local EAGAIN return at once.
+#[inline(always)]
+pub fn setlk(ctx: &BtfTracePointContext) -> i32 {
+    let (inode, fl, ret) = lock_args(ctx);
+    if ret == 0 || inode.is_null() {
+        return 0;
+    }
+    if ret == -EAGAIN && !own_lock(fl) {
+        return 0;
+    }
+    let Some(cur) = Current::get() else {
+        return 0;
+    };
+    let (dev, ino) = inode_id(inode);
+    if !lock_traced(cur.tgid, dev, ino) {
+        return 0;
+    }
+    if !fl.is_null() {
+        ship_lock(Kind::FcntlSetlk, &cur, fl, dev, ino, ret);
+    }
+    let tid = cur.tid;
+    if is_set(&WAITING, tid) {
+        set(&WAITING, tid, false);
+    }
+    0
+}
+
+/// Whether the lock's file has its own `->lock` (NFS, CIFS, FUSE with locks, ...).
+#[inline(always)]
+fn own_lock(fl: *const u8) -> bool {
+    if fl.is_null() {
+        return false;
+    }
+    let o = offsets();
+    // SAFETY: BTF pointers, each NULL-checked before it is followed.
+    unsafe {
+        let file: *const u8 = field(fl, &o.fl_file);
+        if file.is_null() {
+            return false;
+        }
+        let fop: *const u8 = field(file, &o.f_op);
+        !fop.is_null() && field::<u64>(fop, &o.fop_lock) != 0
+    }
+}
+
+/// The target task's (tid, prio, cpu, comm).
+#[inline(always)]
+unsafe fn task_fields(p: *const u8) -> (i32, i32, [u8; 16]) {
+    let o = offsets();
+    // SAFETY: `p` is a non-NULL `struct task_struct *`.
+    unsafe {
+        let prio: i32 = field(p, &o.t_prio);
+        let cpu: i32 = field(p, &o.t_cpu);
+        (prio, cpu, task_comm(p))
+    }
+}
+
+/// The comm of a task: two 8-byte loads (a 16-byte copy would be split into byte loads).
+#[inline(always)]
+unsafe fn task_comm(p: *const u8) -> [u8; 16] {
+    let o = offsets();
+    // SAFETY: `p` is a non-NULL task pointer; comm is 16 bytes (checked by the loader).
+    unsafe {
+        let lo: u64 = field(p, &o.t_comm);
+        let hi: u64 = field(p.add(8), &o.t_comm);
+        core::mem::transmute::<[u64; 2], [u8; 16]>([lo, hi])
+    }
+}
+
+/// sched_waking(p): shipped when `p` waits for a lock (whoever wakes it: the releaser's
+/// unlock, a granted waiter waking its children, a signal).
+#[inline(always)]
+pub fn waking(ctx: &BtfTracePointContext) -> i32 {
+    let p: *const u8 = ctx.arg(0);
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: non-NULL task pointer.
+    let tid: u32 = unsafe { field(p, &offsets().t_pid) };
+    if !is_set(&WAITING, tid) {
+        return 0;
+    }
+    let Some(cur) = Current::get() else {
+        return 0;
+    };
+    let Some(mut entry) = reserve::<SchedEvent>() else {
+        return 0;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reserved record; every field is written; `p` is non-NULL.
+    unsafe {
+        cur.header(core::ptr::addr_of_mut!((*e).hdr), Kind::SchedWaking);
+        let (prio, cpu, comm) = task_fields(p);
+        let b = core::ptr::addr_of_mut!((*e).body);
+        (*b).target_tid = tid;
+        (*b).target_cpu = cpu;
+        (*b).orig_cpu = -1;
+        (*b).prio = prio;
+        (*b).prev_state = 0;
+        (*b).target_comm = comm;
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
+/// sched_switch(preempt, prev, next, prev_state): shipped when `prev` (the current task) or
+/// `next` waits for a lock.
+#[inline(always)]
+pub fn switch(ctx: &BtfTracePointContext) -> i32 {
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    if prev.is_null() || next.is_null() {
+        return 0;
+    }
+    let o = offsets();
+    // `prev` is the current task (the tracepoint fires in __schedule before the switch).
+    // SAFETY: non-NULL task pointers.
+    let (prev_tid, next_tid): (u32, u32) =
+        unsafe { (field(prev, &o.t_pid), field(next, &o.t_pid)) };
+    if !is_set(&WAITING, prev_tid) && !is_set(&WAITING, next_tid) {
+        return 0;
+    }
+    let preempt: u64 = ctx.arg(0);
+    // SAFETY: as above; `prev` is non-NULL.
+    let (state, exit_state) = unsafe {
+        let state: u32 = if tp::off(&o.switch_state_arg) != 0 {
+            ctx.arg::<u64>(3) as u32
+        } else if tp::off(&o.state_size) == 8 {
+            field::<u64>(prev, &o.t_state) as u32
+        } else {
+            field::<u32>(prev, &o.t_state)
+        };
+        (state, field::<u32>(prev, &o.t_exit_state))
+    };
+    // SAFETY: `prev` is a non-NULL task pointer.
+    let cur = unsafe { Current::of(prev) };
+    let Some(mut entry) = reserve::<SchedEvent>() else {
+        return 0;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is the reserved record; every field is written; `next` is non-NULL.
+    unsafe {
+        let cpu = cur.header(core::ptr::addr_of_mut!((*e).hdr), Kind::SchedSwitch);
+        let (prio, _, comm) = task_fields(next);
+        let b = core::ptr::addr_of_mut!((*e).body);
+        (*b).target_tid = next_tid;
+        (*b).target_cpu = cpu as i32;
+        (*b).orig_cpu = -1;
+        (*b).prio = prio;
+        (*b).prev_state = switch_state(preempt & 1 != 0, state, exit_state);
+        (*b).target_comm = comm;
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    0
+}
+
+/// sched_process_fork(parent, child): children and new threads of traced processes are
+/// traced too (the forking task is current: its tgid is the parent process).
+#[inline(always)]
+pub fn fork(ctx: &BtfTracePointContext) -> i32 {
+    let child: *const u8 = ctx.arg(1);
+    if child.is_null() || filter::config().by_tgid == 0 {
+        return 0;
+    }
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_set(&TGID_TRACED, parent_tgid) {
+        // SAFETY: non-NULL task pointer.
+        let pid: u32 = unsafe { field(child, &offsets().t_pid) };
+        set(&TGID_TRACED, pid, true);
+    }
+    0
+}
+
+/// sched_process_exit: the exiting task (current) waits for nothing any more; an exiting
+/// thread's tgid-map byte is cleared (a group leader's stays: its threads may still run).
+#[inline(always)]
+pub fn exit() -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    if is_set(&WAITING, tid) {
+        set(&WAITING, tid, false);
+    }
+    if tid != tgid && filter::config().by_tgid != 0 && is_set(&TGID_TRACED, tid) {
+        set(&TGID_TRACED, tid, false);
+    }
+    0
+}
