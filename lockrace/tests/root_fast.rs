@@ -465,3 +465,55 @@ fn program_statistics_are_read_and_bpf_stats_restored() {
         before
     );
 }
+
+/// A kernel without BTF: the fast set falls back to the lean classic programs with one notice,
+/// and the capture still records (here through `lockrace record`, the env switches being the
+/// measurement hooks: `LOCKRACE_PROBES` selects the set, `LOCKRACE_BTF` hides the BTF).
+#[test]
+fn without_btf_the_fast_set_falls_back_to_the_classic_programs_with_a_notice() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    let lockfile = dir.path().join("lockfile");
+    let out = Command::new(env!("CARGO_BIN_EXE_lockrace"))
+        .env("LOCKRACE_PROBES", "fast")
+        .env("LOCKRACE_BTF", dir.path().join("no-such-btf"))
+        .args(["record", "--events"])
+        .arg(&events)
+        .args(["--", "python3", "-c", LOCKER])
+        .arg(&lockfile)
+        .arg("wait")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let notices: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("the fast probes cannot run here"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{stderr}");
+    assert!(
+        notices[0].starts_with("lockrace: the fast probes cannot run here (this kernel has no BTF")
+            && notices[0].ends_with("using the classic tracepoints of --probes lean"),
+        "{}",
+        notices[0]
+    );
+    let text = std::fs::read_to_string(&events).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .filter_map(|l| lockrace::events::from_json(l).ok())
+        .map(|e| e.kind.name().to_string())
+        .collect();
+    // The lean set: lock decisions, no syscall brackets, no fcntl_setlk.
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "posix_lock_inode").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k.starts_with("sys_") || k == "fcntl_setlk"),
+        "{kinds:?}"
+    );
+}

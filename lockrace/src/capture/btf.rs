@@ -15,6 +15,10 @@ use std::fmt;
 
 const MAGIC: u16 = 0xeb9f;
 
+/// (internal, for tests) read the kernel's BTF from this file instead of
+/// /sys/kernel/btf/vmlinux; a file that does not exist is a kernel without BTF.
+pub const BTF_ENV: &str = "LOCKRACE_BTF";
+
 /// BTF kinds (`BTF_KIND_*`).
 mod kind {
     pub const INT: u8 = 1;
@@ -119,9 +123,10 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 impl Btf {
     /// The running kernel's BTF, or None when it has none (CONFIG_DEBUG_INFO_BTF unset).
+    /// [`BTF_ENV`] names another file (tests use it to exercise the fallback).
     pub fn from_sys() -> Result<Option<Btf>, String> {
-        let path = "/sys/kernel/btf/vmlinux";
-        match std::fs::read(path) {
+        let path = std::env::var(BTF_ENV).unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into());
+        match std::fs::read(&path) {
             Ok(b) => Btf::parse(&b).map(Some).map_err(|e| format!("{path}: {e}")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {path}: {e}")),

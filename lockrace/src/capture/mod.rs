@@ -284,10 +284,9 @@ impl<S: Sink> Capture<S> {
     ) -> anyhow::Result<Capture<S>> {
         let probes = options.probes.or_env()?;
         if probes != options.probes {
-            log::info!(
-                "{}={}: attaching the {} probe set",
+            eprintln!(
+                "lockrace: {}={} overrides the probe set",
                 loader::PROBES_ENV,
-                probes.name(),
                 probes.name()
             );
         }
