@@ -33,13 +33,8 @@ pub use progstats::ProgramStats;
 use crate::events::{self, Event};
 
 /// How often the reader drains the ring when the kernel did not wake it (records below the
-/// wakeup threshold are submitted without a wakeup; see `GLOBAL_WAKEUP_BYTES`; the fast
-/// programs never wake it).
+/// wakeup threshold are submitted without a wakeup; see `GLOBAL_WAKEUP_BYTES`).
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-/// The drain interval while the ring fills fast: after a drain that found at least
-/// 1/[`BUSY_FRACTION`] of the ring in use, the next one comes after this.
-pub const BUSY_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
-pub const BUSY_FRACTION: u64 = 16;
 
 /// Where decoded events go. Called on the reader thread, one event at a time.
 pub trait Sink: Send + 'static {
@@ -226,6 +221,11 @@ impl CaptureStats {
     }
 }
 
+/// `LOCKRACE_SELF_COST=1` turns BPF statistics on for every capture (a measurement switch for
+/// benchmarks until the command line has `--self-cost`); `lockrace record` then prints each
+/// program's runs and ns per run.
+pub const SELF_COST_ENV: &str = "LOCKRACE_SELF_COST";
+
 /// How a capture runs besides its filter and sizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureOptions {
@@ -290,8 +290,9 @@ impl<S: Sink> Capture<S> {
                 probes.name()
             );
         }
+        let self_cost = options.self_cost || std::env::var(SELF_COST_ENV).is_ok_and(|v| v == "1");
         // Statistics first: a program run before they are on would be missing from the count.
-        let stats = if options.self_cost {
+        let stats = if self_cost {
             let g = progstats::StatsGuard::enable().map_err(|e| {
                 crate::app::hinted(
                     format!("cannot turn on BPF statistics: {e}"),
@@ -306,10 +307,9 @@ impl<S: Sink> Capture<S> {
         let mut loaded = Loaded::load_probes(filter, limits, probes)?;
         let ring = loaded.take_ring()?;
         let (stop_tx, stop_rx) = oneshot::channel();
-        let busy = u64::from(limits.ring_buffer_bytes) / BUSY_FRACTION;
         let reader = std::thread::Builder::new()
             .name("lockrace-reader".into())
-            .spawn(move || read_ring(ring, sink, stop_rx, busy))
+            .spawn(move || read_ring(ring, sink, stop_rx))
             .context("cannot start the ring-buffer reader thread")?;
         Ok(Capture {
             loaded,
@@ -380,17 +380,14 @@ impl<S: Sink> Drop for Capture<S> {
     }
 }
 
-/// Drain every record currently in the ring into the sink; returns the bytes it took (the
-/// ring's 8-byte record headers included).
+/// Drain every record currently in the ring into the sink.
 fn drain<S: Sink>(
     ring: &mut RingBuf<MapData>,
     sink: &mut S,
     events: &mut u64,
     bad: &mut u64,
-) -> io::Result<u64> {
-    let mut bytes = 0u64;
+) -> io::Result<()> {
     while let Some(item) = ring.next() {
-        bytes += (item.len() as u64 + 8).next_multiple_of(8);
         match events::decode(&item) {
             Ok(e) => {
                 *events += 1;
@@ -402,17 +399,14 @@ fn drain<S: Sink>(
             }
         }
     }
-    Ok(bytes)
+    Ok(())
 }
 
-/// The reader thread: a current-thread tokio runtime waiting on the ring's fd, and draining
-/// it every [`POLL_INTERVAL`], or every [`BUSY_POLL_INTERVAL`] after a drain of at least
-/// `busy` bytes (records submitted without a wakeup must not fill the ring between drains).
+/// The reader thread: a current-thread tokio runtime waiting on the ring's fd.
 fn read_ring<S: Sink>(
     ring: RingBuf<MapData>,
     mut sink: S,
     mut stop_rx: oneshot::Receiver<()>,
-    busy: u64,
 ) -> io::Result<(S, u64, u64)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -423,7 +417,8 @@ fn read_ring<S: Sink>(
         let mut afd =
             unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
                 .map_err(io::Error::from)?;
-        let mut next = POLL_INTERVAL;
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 guard = afd.readable_mut() => {
@@ -432,9 +427,8 @@ fn read_ring<S: Sink>(
                     guard.clear_ready();
                     sink.idle()?;
                 }
-                _ = tokio::time::sleep(next) => {
-                    let bytes = drain(afd.get_mut(), &mut sink, &mut events, &mut bad)?;
-                    next = if bytes >= busy { BUSY_POLL_INTERVAL } else { POLL_INTERVAL };
+                _ = tick.tick() => {
+                    drain(afd.get_mut(), &mut sink, &mut events, &mut bad)?;
                     sink.idle()?;
                 }
                 _ = &mut stop_rx => break,

@@ -153,6 +153,30 @@ pub fn program_stats(name: &str, raw: (u64, u64, Option<u64>), stats_on: bool) -
     }
 }
 
+/// One stderr line per program, for `lockrace record`: its runs and ns per run when BPF
+/// statistics were on, its recursion misses always (when the kernel counts them).
+pub fn summary_lines(programs: &[ProgramStats]) -> Vec<String> {
+    programs
+        .iter()
+        .filter(|p| p.runs.is_some() || p.recursion_misses.is_some_and(|m| m > 0))
+        .map(|p| {
+            let mut s = format!("lockrace: program {}:", p.name);
+            if let Some(n) = p.runs {
+                s.push_str(&format!(" {n} runs,"));
+                match p.ns_per_run() {
+                    Some(ns) => s.push_str(&format!(" {ns:.1} ns/run,")),
+                    None => s.push_str(" - ns/run,"),
+                }
+            }
+            match p.recursion_misses {
+                Some(m) => s.push_str(&format!(" {m} recursion misses")),
+                None => s.push_str(" recursion misses not reported by this kernel"),
+            }
+            s
+        })
+        .collect()
+}
+
 /// How BPF statistics were turned on.
 #[derive(Debug)]
 enum How {
@@ -235,6 +259,20 @@ mod tests {
         assert_eq!(from_info(&info, 208), (50, 5000, None));
         // Before 5.1: none of them.
         assert_eq!(from_info(&info, 192), (0, 0, None));
+    }
+
+    #[test]
+    fn summary_lines_show_costs_when_measured_and_misses_when_any() {
+        let on = program_stats("fast_posix_lock", (2_000_000, 164_600_000, Some(0)), true);
+        let missed = program_stats("sched_waking", (0, 0, Some(390)), false);
+        let quiet = program_stats("sched_switch", (0, 0, Some(0)), false);
+        assert_eq!(
+            summary_lines(&[on, missed, quiet]),
+            [
+                "lockrace: program fast_posix_lock: 2000000 runs, 82.3 ns/run, 0 recursion misses",
+                "lockrace: program sched_waking: 390 recursion misses",
+            ]
+        );
     }
 
     #[test]
