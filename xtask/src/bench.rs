@@ -227,6 +227,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     reps: creps,
                     work: work.clone(),
                     configs: cost::Config::ALL.to_vec(),
+                    cpu: cost::loop_cpu(),
                 };
                 let series = cost::measure(&copts);
                 let programs = cost::programs(&copts);

@@ -329,7 +329,7 @@ impl Btf {
             last = Some(m);
         }
         let m = last?;
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return None;
         }
         Some(Field {
@@ -846,7 +846,7 @@ mod tests {
             ],
         );
         let task_ptr = b.ptr(task);
-        let mut tp = |b: &mut Builder, name: &str, args: &[u32]| {
+        let tp = |b: &mut Builder, name: &str, args: &[u32]| {
             let mut params = vec![void_ptr];
             params.extend_from_slice(args);
             let proto = b.func_proto(0, &params);

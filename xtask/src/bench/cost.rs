@@ -3,7 +3,7 @@
 //! tracer's), untraced and under each tracer, interleaved; then one run per lockrace probe set
 //! with BPF statistics on for each program's ns per run.
 //!
-//! Method: the loop times itself (CLOCK_MONOTONIC for wall time, CLOCK_THREAD_CPUTIME_ID for
+//! Method: the loop runs pinned to the last CPU (`taskset`); it times itself (CLOCK_MONOTONIC for wall time, CLOCK_THREAD_CPUTIME_ID for
 //! its own CPU time, which includes the programs the kernel runs in its context and excludes
 //! time other processes took its CPU), so tracer start-up is outside the figures. lockrace
 //! records to /dev/null (`lockrace record --events /dev/null -- LOOP`, the probe set chosen
@@ -105,6 +105,8 @@ pub struct Options {
     pub reps: u32,
     pub work: PathBuf,
     pub configs: Vec<Config>,
+    /// The CPU the loop runs on ([`loop_cpu`]).
+    pub cpu: usize,
 }
 
 /// One run's figures.
@@ -219,6 +221,23 @@ pub fn program_lines(stderr: &str) -> Vec<Program> {
         .collect()
 }
 
+/// The CPU the loop is pinned to (the last one): runs of one configuration then differ less
+/// (the two vCPUs of a VM need not be equally loaded by the host), and lockrace's reader and
+/// the tracers' consumers run on the others.
+pub fn loop_cpu() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+}
+
+/// The pinned loop's arguments: `taskset -c CPU LOOP N` (taskset execs the loop: same pid).
+fn loop_args(opts: &Options) -> Vec<String> {
+    vec![
+        "-c".into(),
+        opts.cpu.to_string(),
+        opts.lockloop.display().to_string(),
+        opts.iterations.to_string(),
+    ]
+}
+
 fn record(opts: &Options, probes: &str, self_cost: bool) -> Command {
     let mut c = Command::new(&opts.lockrace);
     if probes != "full" {
@@ -227,9 +246,8 @@ fn record(opts: &Options, probes: &str, self_cost: bool) -> Command {
     if self_cost {
         c.env("LOCKRACE_SELF_COST", "1");
     }
-    c.args(["record", "--events", "/dev/null", "--"])
-        .arg(&opts.lockloop)
-        .arg(opts.iterations.to_string());
+    c.args(["record", "--events", "/dev/null", "--", "taskset"])
+        .args(loop_args(opts));
     c
 }
 
@@ -237,8 +255,8 @@ fn workload(opts: &Options, config: Config) -> Command {
     match config.probes() {
         Some(p) => record(opts, p, false),
         None => {
-            let mut c = Command::new(&opts.lockloop);
-            c.arg(opts.iterations.to_string());
+            let mut c = Command::new("taskset");
+            c.args(loop_args(opts));
             c
         }
     }
@@ -456,16 +474,17 @@ mod tests {
             reps: 5,
             work: "target/bench".into(),
             configs: Config::ALL.to_vec(),
+            cpu: 1,
         };
         assert_eq!(
             commands(&opts, Config::Untraced),
-            ["target/bench/lockloop 1000000"]
+            ["taskset -c 1 target/bench/lockloop 1000000"]
         );
         assert_eq!(
             commands(&opts, Config::LockraceFast),
             [
                 "LOCKRACE_PROBES=fast target/release/lockrace record --events /dev/null -- \
-              target/bench/lockloop 1000000"
+              taskset -c 1 target/bench/lockloop 1000000"
             ]
         );
         assert!(commands(&opts, Config::LockraceFull)[0].starts_with("target/release/lockrace"));

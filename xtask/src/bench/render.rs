@@ -169,7 +169,7 @@ fn cost_section(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "An uncontended loop of `fcntl(F_SETLKW)` lock + unlock on a memfd ({} pairs, one \
-         process, never waits), untraced and under each tracer; {} interleaved repetitions (the \
+         process pinned to one CPU, never waits), untraced and under each tracer; {} interleaved repetitions (the \
          order rotated by one each time). Load average when the phase started: {}. The loop \
          times itself: *ns/call* is wall-clock time per fcntl call, *CPU ns/call* its own CPU \
          time (which includes the eBPF programs the kernel runs in its context, and excludes \
