@@ -366,14 +366,18 @@ fn probe_section(out: &mut String, r: &Results) {
     let _ = writeln!(out);
     let lr = probe_ratio(&p.series, Config::Lockrace);
     let lean = probe_ratio(&p.series, Config::LockraceLean);
+    let fast = probe_ratio(&p.series, Config::LockraceFast);
     let _ = writeln!(
         out,
         "Goal: lockrace's full capture keeps whoops/handoff at >= {PROBE_GOAL} of untraced: {} \
-         (ratio {}). With `--probes lean`: {} (ratio {}).",
+         (ratio {}). With `--probes lean`: {} (ratio {}). With the fast probe set: {} (ratio \
+         {}).",
         met(lr.is_some_and(|x| x >= PROBE_GOAL)),
         f2(lr),
         met(lean.is_some_and(|x| x >= PROBE_GOAL)),
-        f2(lean)
+        f2(lean),
+        met(fast.is_some_and(|x| x >= PROBE_GOAL)),
+        f2(fast)
     );
     for s in p.series.iter().filter(|s| !s.errors.is_empty()) {
         let _ = writeln!(
@@ -763,12 +767,14 @@ fn goals_summary(out: &mut String, r: &Results) {
     if let Some(p) = &r.probe {
         let lr = probe_ratio(&p.series, Config::Lockrace);
         let lean = probe_ratio(&p.series, Config::LockraceLean);
+        let fast = probe_ratio(&p.series, Config::LockraceFast);
         let bc = probe_ratio(&p.series, Config::BpftraceCount);
         let _ = writeln!(
             out,
-            "| lockrace full capture: whoops/handoff traced/untraced >= {PROBE_GOAL} | {} (`--probes lean`: {}; bpftrace count(): {}) | {} |",
+            "| lockrace full capture: whoops/handoff traced/untraced >= {PROBE_GOAL} | {} (`--probes lean`: {}; fast probe set: {}; bpftrace count(): {}) | {} |",
             f2(lr),
             f2(lean),
+            f2(fast),
             f2(bc),
             met(lr.is_some_and(|x| x >= PROBE_GOAL))
         );
