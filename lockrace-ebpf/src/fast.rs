@@ -1,17 +1,22 @@
-//! The fast probe set (`lockrace_common::FAST_PROBES`): BTF-typed tracepoints (`tp_btf`)
-//! that read the kernel's own structs with direct loads.
+//! The fast probe set (`lockrace_common::FAST_PROBES`): the filelock decisions on classic
+//! tracepoints with a lean body, the scheduler events of waiting tasks on BTF-typed
+//! tracepoints (`tp_btf`) that read the kernel's own structs with direct loads.
 //!
-//! A `tp_btf` program gets the tracepoint's C arguments (TP_PROTO) instead of a record the
-//! kernel first builds in a perf buffer, the verifier turns its loads through those pointers
-//! into plain loads with an exception-table entry (no helper call), and each program has its
-//! own recursion guard. Field offsets are not compiled in: the loader reads them from the
-//! running kernel's BTF (`FAST_OFFSETS`, a frozen read-only global, so the verifier sees each
-//! offset as a constant and checks every load against the struct's BTF).
+//! Filelock programs: the kernel's record (`filelock_lock`, the format pasted in
+//! `filelock.rs`) is copied by direct context loads (`tp::Record`, offsets from tracefs), the
+//! filter is a byte per tgid (`TGID_TRACED`, an array the verifier inlines) instead of a hash
+//! lookup, the current task's ids and comm are read through its BTF pointer
+//! (`bpf_get_current_task_btf`) instead of by two helpers, and the reader is woken from the
+//! ring's producer position. Scheduler programs: a `tp_btf` program gets the tracepoint's C
+//! arguments (TP_PROTO) instead of a record the kernel first builds in a perf buffer, the
+//! verifier turns its loads through those pointers into plain loads with an exception-table
+//! entry, and each program has its own recursion guard. Struct offsets are not compiled in:
+//! the loader reads them from the running kernel's BTF (`FAST_OFFSETS`, a frozen read-only
+//! global, so the verifier sees each offset as a constant and checks every load against the
+//! struct's BTF).
 //!
-//! Prototypes (include/trace/events/filelock.h, sched.h; Linux 5.18 through 6.18):
+//! Prototypes (include/trace/events/sched.h; Linux 5.18 through 6.18):
 //! ```text
-//! posix_lock_inode, flock_lock_inode, fcntl_setlk, locks_remove_posix:
-//!     (struct inode *inode, struct file_lock *fl, int ret)
 //! sched_waking:        (struct task_struct *p)
 //! sched_switch:        (bool preempt, struct task_struct *prev, struct task_struct *next,
 //!                       unsigned int prev_state)        [before 5.18: no prev_state]
@@ -26,16 +31,23 @@
 //! events of waiting tasks are shipped.
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_PROD_POS},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, generated,
+    },
     macros::map,
     maps::{Array, ring_buf::RingBufEntry},
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use lockrace_common::{
-    FastOffsets, Header, IDS_PER_ENTRY, Kind, LockEvent, SchedEvent, k, switch_state,
+    DIRECT_READ_LOCK, FastOffsets, Header, IDS_PER_ENTRY, Kind, LOCK_TP_FCNTL_SETLK, LockEvent,
+    LockOffsets, SchedEvent, k, switch_state,
 };
 
-use crate::{emit, filter, tp};
+use crate::{
+    emit, filelock, filter,
+    tp::{self, Record},
+};
 
 #[unsafe(no_mangle)]
 static FAST_OFFSETS: FastOffsets = FastOffsets {
@@ -215,77 +227,64 @@ fn lock_traced(tgid: u32, dev: u32, ino: u64) -> bool {
     cfg.by_tgid == 0 || is_set(&TGID_TRACED, tgid)
 }
 
-/// (dev, ino) of an inode pointer.
-#[inline(always)]
-fn inode_id(inode: *const u8) -> (u32, u64) {
-    let o = offsets();
-    // SAFETY: `inode` is a non-NULL `struct inode *` argument; `i_sb` may be NULL-checked.
-    unsafe {
-        let ino: u64 = field(inode, &o.i_ino);
-        let sb: *const u8 = field(inode, &o.i_sb);
-        let dev: u32 = if sb.is_null() { 0 } else { field(sb, &o.s_dev) };
-        (dev, ino)
-    }
-}
+/// The filelock record's bytes 8..84, up to and including `ret` (`DIRECT_READ_LOCK`).
+type LockRecord = Record<11, DIRECT_READ_LOCK>;
 
-/// One filelock record from the tracepoint's (inode, fl, ret), as the classic program
-/// writes it (include/trace/events/filelock.h `filelock_lock`).
+/// One filelock record from the kernel's, field for field as the classic program writes it.
 #[inline(always)]
-fn ship_lock(kind: Kind, cur: &Current, fl: *const u8, dev: u32, ino: u64, ret: i32) {
-    let o = offsets();
+fn ship_lock(ctx: &TracePointContext, kind: Kind, cur: &Current, r: &LockRecord, o: &LockOffsets) {
     let Some(mut entry) = reserve::<LockEvent>() else {
         return;
     };
     let e = entry.as_mut_ptr();
-    // SAFETY: `e` is the reserved record, every field is written; `fl` is non-NULL.
+    // SAFETY: `e` is the reserved record; every field is written.
     unsafe {
         cur.header(core::ptr::addr_of_mut!((*e).hdr), kind);
         let b = core::ptr::addr_of_mut!((*e).body);
-        (*b).fl = fl as u64;
-        (*b).ino = ino;
-        (*b).blocker = field::<u64>(fl, &o.fl_blocker);
-        (*b).owner = field::<u64>(fl, &o.fl_owner);
-        (*b).start = field::<i64>(fl, &o.fl_start);
-        (*b).end = field::<i64>(fl, &o.fl_end);
-        (*b).dev = dev;
-        (*b).flags = field::<u32>(fl, &o.fl_flags);
-        (*b).fl_pid = field::<u32>(fl, &o.fl_pid);
-        (*b).ret = ret;
-        (*b).lock_type = field::<u8>(fl, &o.fl_type);
+        (*b).fl = r.field(ctx, tp::off(&o.fl));
+        (*b).ino = r.field(ctx, tp::off(&o.ino));
+        (*b).blocker = r.field(ctx, tp::off(&o.blocker));
+        (*b).owner = r.field(ctx, tp::off(&o.owner));
+        (*b).start = r.field(ctx, tp::off(&o.start));
+        (*b).end = r.field(ctx, tp::off(&o.end));
+        (*b).dev = r.field(ctx, tp::off(&o.dev));
+        (*b).flags = r.field(ctx, tp::off(&o.flags));
+        (*b).fl_pid = r.field(ctx, tp::off(&o.pid));
+        (*b).ret = r.field(ctx, tp::off(&o.ret));
+        (*b).lock_type = r.field(ctx, tp::off(&o.lock_type));
         (*b)._pad = [0; 7];
     }
     submit(entry);
 }
 
-/// The tracepoint's arguments (inode, fl, ret).
+/// The record of filelock tracepoint `tpi`, its offsets, and the current task when the event
+/// passes the filter.
 #[inline(always)]
-fn lock_args(ctx: &BtfTracePointContext) -> (*const u8, *const u8, i32) {
-    let inode: *const u8 = ctx.arg(0);
-    let fl: *const u8 = ctx.arg(1);
-    let ret: u64 = ctx.arg(2);
-    (inode, fl, ret as i32)
+fn traced_lock(
+    ctx: &TracePointContext,
+    tpi: usize,
+) -> Option<(LockRecord, &'static LockOffsets, Current)> {
+    let o = filelock::offsets(tpi)?;
+    let r = LockRecord::copy(ctx);
+    let dev: u32 = r.field(ctx, tp::off(&o.dev));
+    let ino: u64 = r.field(ctx, tp::off(&o.ino));
+    let cur = Current::get()?;
+    lock_traced(cur.tgid, dev, ino).then_some((r, o, cur))
 }
 
-/// posix_lock_inode, flock_lock_inode, locks_remove_posix: every decision of a traced task.
+/// posix_lock_inode, flock_lock_inode, locks_remove_posix: every decision of a traced task;
+/// a FILE_LOCK_DEFERRED marks the task waiting, any other result ends its wait.
 #[inline(always)]
-pub fn lock(ctx: &BtfTracePointContext, kind: Kind) -> i32 {
-    let (inode, fl, ret) = lock_args(ctx);
-    if inode.is_null() || fl.is_null() {
-        return 0;
-    }
-    let Some(cur) = Current::get() else {
+pub fn lock(ctx: &TracePointContext, kind: Kind, tpi: usize) -> u32 {
+    let Some((r, o, cur)) = traced_lock(ctx, tpi) else {
         return 0;
     };
-    let (dev, ino) = inode_id(inode);
-    if !lock_traced(cur.tgid, dev, ino) {
-        return 0;
-    }
-    ship_lock(kind, &cur, fl, dev, ino, ret);
-    let tid = cur.tid;
+    ship_lock(ctx, kind, &cur, &r, o);
+    let ret: i32 = r.field(ctx, tp::off(&o.ret));
     if ret == k::FILE_LOCK_DEFERRED {
-        set(&WAITING, tid, true);
-    } else if is_set(&WAITING, tid) {
-        set(&WAITING, tid, false);
+        set(&WAITING, cur.tid, true);
+    } else if is_set(&WAITING, cur.tid) {
+        set(&WAITING, cur.tid, false);
     }
     0
 }
@@ -296,47 +295,42 @@ pub fn lock(ctx: &BtfTracePointContext, kind: Kind) -> i32 {
 /// answers of filesystems that decide locks themselves (`f_op->lock`: posix_lock_inode may
 /// not run there). Only those are shipped; 0 and a local EAGAIN return at once.
 #[inline(always)]
-pub fn setlk(ctx: &BtfTracePointContext) -> i32 {
-    let (inode, fl, ret) = lock_args(ctx);
-    if ret == 0 || inode.is_null() {
-        return 0;
-    }
-    if ret == -EAGAIN && !own_lock(fl) {
-        return 0;
-    }
-    let Some(cur) = Current::get() else {
+pub fn setlk(ctx: &TracePointContext) -> u32 {
+    let Some(o) = filelock::offsets(LOCK_TP_FCNTL_SETLK) else {
         return 0;
     };
-    let (dev, ino) = inode_id(inode);
-    if !lock_traced(cur.tgid, dev, ino) {
+    let r = LockRecord::copy(ctx);
+    let ret: i32 = r.field(ctx, tp::off(&o.ret));
+    if ret == 0 || (ret == -EAGAIN && !own_lock(r.field(ctx, tp::off(&o.fl)))) {
         return 0;
     }
-    if !fl.is_null() {
-        ship_lock(Kind::FcntlSetlk, &cur, fl, dev, ino, ret);
-    }
-    let tid = cur.tid;
-    if is_set(&WAITING, tid) {
-        set(&WAITING, tid, false);
+    let Some((r, o, cur)) = traced_lock(ctx, LOCK_TP_FCNTL_SETLK) else {
+        return 0;
+    };
+    ship_lock(ctx, Kind::FcntlSetlk, &cur, &r, o);
+    if is_set(&WAITING, cur.tid) {
+        set(&WAITING, cur.tid, false);
     }
     0
 }
 
-/// Whether the lock's file has its own `->lock` (NFS, CIFS, FUSE with locks, ...).
+/// Whether the lock's file has its own `->lock` (NFS, CIFS, FUSE with locks, ...): the
+/// record's `fl` is a plain number here, so each pointer is read with bpf_probe_read_kernel
+/// (only on this rare path: a refused non-blocking attempt).
 #[inline(always)]
-fn own_lock(fl: *const u8) -> bool {
-    if fl.is_null() {
-        return false;
-    }
+fn own_lock(fl: u64) -> bool {
     let o = offsets();
-    // SAFETY: BTF pointers, each NULL-checked before it is followed.
-    unsafe {
-        let file: *const u8 = field(fl, &o.fl_file);
-        if file.is_null() {
-            return false;
+    let read = |base: u64, off: &u16| -> u64 {
+        if base == 0 {
+            return 0;
         }
-        let fop: *const u8 = field(file, &o.f_op);
-        !fop.is_null() && field::<u64>(fop, &o.fop_lock) != 0
-    }
+        let at = (base + u64::from(tp::off(off))) as *const u64;
+        // SAFETY: a kernel address; the helper fails cleanly (0) when it is not readable.
+        unsafe { bpf_probe_read_kernel(at) }.unwrap_or(0)
+    };
+    let file = read(fl, &o.fl_file);
+    let fop = read(file, &o.f_op);
+    read(fop, &o.fop_lock) != 0
 }
 
 /// The target task's (tid, prio, cpu, comm).

@@ -94,26 +94,27 @@ pub fn sys_exit_flock(ctx: TracePointContext) -> u32 {
     syscalls::exit(&ctx, Kind::SysExitFlock)
 }
 
-// The fast probe set (`FAST_PROBES`): BTF-typed tracepoints, see `fast`.
+// The fast probe set (`FAST_PROBES`), see `fast`: filelock on classic tracepoints, the
+// scheduler through BTF-typed ones.
 
-#[btf_tracepoint(function = "posix_lock_inode")]
-pub fn fast_posix_lock(ctx: BtfTracePointContext) -> i32 {
-    fast::lock(&ctx, Kind::PosixLockInode)
+#[tracepoint]
+pub fn fast_posix_lock(ctx: TracePointContext) -> u32 {
+    fast::lock(&ctx, Kind::PosixLockInode, LOCK_TP_POSIX)
 }
 
-#[btf_tracepoint(function = "flock_lock_inode")]
-pub fn fast_flock_lock(ctx: BtfTracePointContext) -> i32 {
-    fast::lock(&ctx, Kind::FlockLockInode)
+#[tracepoint]
+pub fn fast_flock_lock(ctx: TracePointContext) -> u32 {
+    fast::lock(&ctx, Kind::FlockLockInode, LOCK_TP_FLOCK)
 }
 
-#[btf_tracepoint(function = "fcntl_setlk")]
-pub fn fast_setlk(ctx: BtfTracePointContext) -> i32 {
+#[tracepoint]
+pub fn fast_setlk(ctx: TracePointContext) -> u32 {
     fast::setlk(&ctx)
 }
 
-#[btf_tracepoint(function = "locks_remove_posix")]
-pub fn fast_rm_posix(ctx: BtfTracePointContext) -> i32 {
-    fast::lock(&ctx, Kind::LocksRemovePosix)
+#[tracepoint]
+pub fn fast_rm_posix(ctx: TracePointContext) -> u32 {
+    fast::lock(&ctx, Kind::LocksRemovePosix, LOCK_TP_REMOVE_POSIX)
 }
 
 #[btf_tracepoint(function = "sched_waking")]

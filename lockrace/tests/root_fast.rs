@@ -128,7 +128,7 @@ fn fast(self_cost: bool) -> Capture<Collector> {
         Probes::Fast,
         "this kernel has BTF: the fast set must load, not fall back"
     );
-    let expected: Vec<&str> = FAST_PROBES.iter().map(|(p, _)| *p).collect();
+    let expected: Vec<&str> = FAST_PROBES.iter().map(|p| p.program).collect();
     assert_eq!(attached, expected.as_slice());
     cap
 }
@@ -413,7 +413,7 @@ fn program_statistics_are_read_and_bpf_stats_restored() {
         "BPF statistics restored after the capture"
     );
     let names: Vec<&str> = stats.programs.iter().map(|p| p.name.as_str()).collect();
-    let expected: Vec<&str> = FAST_PROBES.iter().map(|(p, _)| *p).collect();
+    let expected: Vec<&str> = FAST_PROBES.iter().map(|p| p.program).collect();
     assert_eq!(names, expected);
     let posix = &stats.programs[0];
     let locks = events

@@ -1,8 +1,9 @@
 //! Loading and attaching the eBPF programs.
 //!
 //! Three probe sets ([`Probes`]): the classic tracepoint programs all (`Full`) or the lean
-//! subset (`Lean`), and the BTF-typed programs of `Fast` (`lockrace_common::FAST_PROBES`),
-//! whose struct offsets come from the kernel's BTF ([`super::btf`]). When this kernel has no
+//! subset (`Lean`), and the programs of `Fast` (`lockrace_common::FAST_PROBES`: filelock on
+//! classic tracepoints, the scheduler through `tp_btf`), whose struct offsets come from the
+//! kernel's BTF ([`super::btf`]). When this kernel has no
 //! BTF, or refuses a fast program, the fast set falls back to the lean classic programs with a
 //! one-line notice, so a capture never fails for it.
 //!
@@ -25,10 +26,10 @@ use aya::{
     },
 };
 use lockrace_common::{
-    DROPS_MAP_FULL, DROPS_RING_FULL, FAST_PROBES, FastOffsets, FilterConfig, GLOBAL_FAST_OFFSETS,
-    GLOBAL_FILTER, GLOBAL_LOCK_OFFSETS, GLOBAL_SCHED_OFFSETS, GLOBAL_WAKEUP_BYTES, IDS_PER_ENTRY,
-    InodeKey, MAP_DROPS, MAP_EVENTS, MAP_IN_REQUEST, MAP_TGID_TRACED, MAP_TRACED_INODES,
-    MAP_TRACED_TGIDS, MAP_WAITING,
+    Attach, DROPS_MAP_FULL, DROPS_RING_FULL, FAST_PROBES, FastOffsets, FilterConfig,
+    GLOBAL_FAST_OFFSETS, GLOBAL_FILTER, GLOBAL_LOCK_OFFSETS, GLOBAL_SCHED_OFFSETS,
+    GLOBAL_WAKEUP_BYTES, IDS_PER_ENTRY, InodeKey, MAP_DROPS, MAP_EVENTS, MAP_IN_REQUEST,
+    MAP_TGID_TRACED, MAP_TRACED_INODES, MAP_TRACED_TGIDS, MAP_WAITING,
 };
 
 use super::progstats::{self, ProgramStats};
@@ -623,19 +624,38 @@ impl Loaded {
             fallback: None,
         };
         if let Some(f) = fast {
-            for (name, tracepoint) in FAST_PROBES {
-                let prog: &mut BtfTracePoint = loaded
-                    .ebpf
-                    .program_mut(name)
-                    .with_context(|| format!("eBPF object has no program {name}"))?
-                    .try_into()
-                    .with_context(|| format!("program {name} is not a BTF tracepoint"))?;
-                prog.load(tracepoint, &f.aya_btf)
-                    .map_err(|e| program_error(name, "load", e))?;
-                let link = prog
-                    .attach()
-                    .map_err(|e| program_error(name, "attach", e))?;
-                loaded.links.push((name, Link::Btf(link)));
+            for p in FAST_PROBES {
+                let name = p.program;
+                let link = match p.attach {
+                    Attach::Tracepoint(category) => {
+                        let prog: &mut TracePoint = loaded
+                            .ebpf
+                            .program_mut(name)
+                            .with_context(|| format!("eBPF object has no program {name}"))?
+                            .try_into()
+                            .with_context(|| format!("program {name} is not a tracepoint"))?;
+                        prog.load().map_err(|e| program_error(name, "load", e))?;
+                        Link::Classic(
+                            prog.attach(category, p.tracepoint)
+                                .map_err(|e| program_error(name, "attach", e))?,
+                        )
+                    }
+                    Attach::BtfTracepoint => {
+                        let prog: &mut BtfTracePoint = loaded
+                            .ebpf
+                            .program_mut(name)
+                            .with_context(|| format!("eBPF object has no program {name}"))?
+                            .try_into()
+                            .with_context(|| format!("program {name} is not a BTF tracepoint"))?;
+                        prog.load(p.tracepoint, &f.aya_btf)
+                            .map_err(|e| program_error(name, "load", e))?;
+                        Link::Btf(
+                            prog.attach()
+                                .map_err(|e| program_error(name, "attach", e))?,
+                        )
+                    }
+                };
+                loaded.links.push((name, link));
                 loaded.attached.push(name);
             }
             return Ok(loaded);
