@@ -237,9 +237,10 @@ pub enum Probes {
     /// effect); no syscall enter/exit, fcntl_setlk, sched_wakeup or sched_migrate_task events.
     Lean,
     /// [`lockrace_common::FAST_PROBES`]: what `Lean` ships, plus the fcntl_setlk results that
-    /// carry news (a wait ended by a signal, errors), through BTF-typed tracepoints: a fraction
-    /// of the classic programs' cost per lock call, and no recursion misses between programs.
-    /// Falls back to `Lean` where the kernel has no BTF or refuses a program.
+    /// carry news (a wait ended by a signal, errors), through leaner programs (`tp_btf` for the
+    /// scheduler, so no recursion misses there): cheaper per lock call than `Lean` (cargo
+    /// xtask bench, "cost per lock call"). Falls back to `Lean` where the kernel has no BTF or
+    /// refuses a program.
     Fast,
 }
 

@@ -53,7 +53,7 @@ int main(int argc, char **argv) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Config {
     Untraced,
-    /// `LOCKRACE_PROBES=fast lockrace record`: the BTF-typed programs.
+    /// `LOCKRACE_PROBES=fast lockrace record`: the fast probe set.
     LockraceFast,
     /// `lockrace record`: the full classic set (syscall enter/exit included).
     LockraceFull,

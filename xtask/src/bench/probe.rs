@@ -31,7 +31,7 @@ pub enum Config {
     Lockrace,
     /// `lockrace run --probes lean` (lock decisions and blocked waiters only).
     LockraceLean,
-    /// `LOCKRACE_PROBES=fast lockrace run` (the BTF-typed fast probe set).
+    /// `LOCKRACE_PROBES=fast lockrace run` (the fast probe set).
     LockraceFast,
     BpftraceCount,
     BpftracePrint,

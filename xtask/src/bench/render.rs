@@ -175,8 +175,9 @@ fn cost_section(out: &mut String, r: &Results) {
          time (which includes the eBPF programs the kernel runs in its context, and excludes \
          time other processes, lockrace's reader among them, took its CPU). *Added* is the \
          median minus the untraced median. lockrace records to /dev/null; the probe set is \
-         chosen with the `LOCKRACE_PROBES` switch (fast: BTF-typed tracepoints, 8 programs; \
-         lean: 7 classic tracepoint programs; full: all 14, syscall enter/exit included). \
+         chosen with the `LOCKRACE_PROBES` switch (fast: 8 programs, the filelock ones on \
+         classic tracepoints, the sched ones tp_btf; lean: 7 classic tracepoint programs; \
+         full: all 14, syscall enter/exit included). \
          The loop's source is `LOOP_C` in xtask/src/bench/cost.rs.\n",
         thousands(c.iterations),
         c.reps,
