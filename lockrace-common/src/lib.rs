@@ -11,7 +11,7 @@
 //!   reads with `clock_gettime(CLOCK_MONOTONIC)`;
 //! - the names of the globals the loader sets (`GLOBAL_*`) and of the maps (`MAP_*`) live here
 //!   and nowhere else.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Event kinds. The numbers are part of the recorded format: never renumber, only append.
 #[repr(u32)]
@@ -323,6 +323,150 @@ pub const LEAN_PROBES: [&str; 7] = [
     "sched_process_exit",
 ];
 
+/// How a fast program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// A classic tracepoint of this tracefs category (the record the kernel builds).
+    Tracepoint(&'static str),
+    /// A BTF-typed tracepoint (`tp_btf`): the tracepoint's C arguments.
+    BtfTracepoint,
+}
+
+/// One program of the fast probe set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastProbe {
+    /// The program's name in the eBPF object.
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+    pub attach: Attach,
+}
+
+const fn classic(program: &'static str, tracepoint: &'static str) -> FastProbe {
+    FastProbe {
+        program,
+        tracepoint,
+        attach: Attach::Tracepoint("filelock"),
+    }
+}
+
+const fn btf(program: &'static str, tracepoint: &'static str) -> FastProbe {
+    FastProbe {
+        program,
+        tracepoint,
+        attach: Attach::BtfTracepoint,
+    }
+}
+
+/// The programs of the fast probe set (`capture::Probes::Fast`). What they ship:
+/// - every filelock decision (posix_lock_inode, flock_lock_inode, locks_remove_posix), of
+///   traced tasks and files, exactly as the classic programs do;
+/// - fcntl_setlk only when it says something posix_lock_inode did not: an error other than
+///   EAGAIN (a wait ended by a signal: -ERESTARTSYS/-EINTR, ENOLCK, ...), or EAGAIN from a
+///   file whose filesystem decides locks itself (`f_op->lock`, e.g. NFS);
+/// - sched_waking of a task waiting for a lock ([`MAP_WAITING`]: from its block,
+///   FILE_LOCK_DEFERRED, to its next decision), and sched_switch when the task switched out or
+///   in is waiting; no sched_wakeup, no sched_migrate_task, no syscall enter/exit;
+/// - fork and exit bookkeeping.
+///
+/// The filelock programs run on the classic tracepoints (measured on Linux 6.18, programs that
+/// return at once: a classic tracepoint program's dispatch costs ~13 ns per hit, a `tp_btf`
+/// one's ~45; with the bodies, the same body on the classic tracepoint came out 8-12 ns per
+/// lock call cheaper in two interleaved series), with a body cheaper than the classic set's (a per-pid byte map instead of a hash lookup, the task's ids
+/// and comm read through BTF instead of by helpers, no ring-buffer query of the reader's
+/// position). Nothing runs them nested (lock events are never raised inside a BPF program or
+/// an interrupt), so the classic programs' shared per-CPU recursion guard costs them nothing.
+/// The scheduler programs, which run on every context switch and wakeup of the machine (also
+/// inside interrupts and inside other programs' ring-buffer wakeups), are `tp_btf`: each has
+/// its own recursion guard, where the classic ones lost hundreds of events per capture.
+pub const FAST_PROBES: [FastProbe; 8] = [
+    classic("fast_posix_lock", "posix_lock_inode"),
+    classic("fast_flock_lock", "flock_lock_inode"),
+    classic("fast_setlk", "fcntl_setlk"),
+    classic("fast_rm_posix", "locks_remove_posix"),
+    btf("fast_waking", "sched_waking"),
+    btf("fast_switch", "sched_switch"),
+    btf("fast_fork", "sched_process_fork"),
+    btf("fast_exit", "sched_process_exit"),
+];
+
+/// Byte offsets into kernel structs for the fast programs, from the running kernel's BTF.
+/// 6.9 moved the generic fields of `struct file_lock` into `struct file_lock_core c` (names
+/// `flc_*`); the loader resolves either layout to these offsets from `struct file_lock`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastOffsets {
+    /// struct file_lock: `fl_blocker`/`c.flc_blocker` (pointer), `fl_owner`/`c.flc_owner`
+    /// (pointer), `fl_pid`/`c.flc_pid` (4), `fl_flags`/`c.flc_flags` (4), `fl_type`/`c.flc_type`
+    /// (1), `fl_start`, `fl_end` (8), `fl_file`/`c.flc_file` (pointer).
+    pub fl_blocker: u16,
+    pub fl_owner: u16,
+    pub fl_pid: u16,
+    pub fl_flags: u16,
+    pub fl_type: u16,
+    pub fl_start: u16,
+    pub fl_end: u16,
+    pub fl_file: u16,
+    /// struct inode: `i_ino` (8), `i_sb` (pointer); struct super_block: `s_dev` (4).
+    pub i_ino: u16,
+    pub i_sb: u16,
+    pub s_dev: u16,
+    /// struct file: `f_op` (pointer); struct file_operations: `lock` (pointer).
+    pub f_op: u16,
+    pub fop_lock: u16,
+    /// struct task_struct: `pid` (4), `tgid` (4), `prio` (4), `comm` (16), the CPU
+    /// (`thread_info.cpu` or `cpu`, 4), `__state`/`state` (4 or 8: `state_size`), `exit_state`
+    /// (4).
+    pub t_pid: u16,
+    pub t_tgid: u16,
+    pub t_prio: u16,
+    pub t_comm: u16,
+    pub t_cpu: u16,
+    pub t_state: u16,
+    pub t_exit_state: u16,
+    pub state_size: u16,
+    /// 1 when sched_switch passes `prev_state` as its 4th argument (5.18+); 0: read
+    /// `prev->__state`.
+    pub switch_state_arg: u16,
+    pub _pad: [u16; 2],
+}
+const _: () = assert!(core::mem::size_of::<FastOffsets>() == 48);
+
+/// `prev_state` of a `sched_switch` record, computed from the raw task state exactly as the
+/// classic tracepoint does (include/trace/events/sched.h `__trace_sched_switch_state`): a
+/// preempted task reports `TASK_REPORT_MAX` (0x100), otherwise the single highest reportable
+/// state bit (idle tasks 0x80, rt-lock waiters and frozen tasks as uninterruptible), 0 for
+/// a task that is still running.
+pub const fn switch_state(preempt: bool, state: u32, exit_state: u32) -> i64 {
+    const TASK_REPORT: u32 = 0x7f;
+    const TASK_UNINTERRUPTIBLE: u32 = 0x2;
+    const TASK_IDLE: u32 = 0x2 | 0x400;
+    const TASK_RTLOCK_WAIT: u32 = 0x1000;
+    const TASK_FROZEN: u32 = 0x8000;
+    const TASK_REPORT_IDLE: u32 = TASK_REPORT + 1;
+    const TASK_REPORT_MAX: i64 = (TASK_REPORT_IDLE as i64) << 1;
+    if preempt {
+        return TASK_REPORT_MAX;
+    }
+    let mut s = (state | exit_state) & TASK_REPORT;
+    if state & TASK_IDLE == TASK_IDLE {
+        s = TASK_REPORT_IDLE;
+    }
+    if state & TASK_RTLOCK_WAIT != 0 || state & TASK_FROZEN != 0 {
+        s = TASK_UNINTERRUPTIBLE;
+    }
+    if s == 0 {
+        0
+    } else {
+        // 1 << (fls(s) - 1): the highest set bit.
+        1i64 << (31 - s.leading_zeros())
+    }
+}
+
+/// Ids (tgids, tids) per entry of the byte maps [`MAP_TGID_TRACED`] and [`MAP_WAITING`]: each
+/// entry is a u64 holding one byte per id, so that two CPUs marking neighbouring ids never
+/// overwrite each other (byte stores) and a lookup is an array access the verifier inlines.
+pub const IDS_PER_ENTRY: u32 = 8;
+
 /// Key of `MAP_TRACED_INODES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -352,6 +496,14 @@ pub const DROPS_MAP_FULL: u32 = 1;
 pub const DROPS_SLOTS: u32 = 2;
 pub const MAP_TRACED_TGIDS: &str = "TRACED_TGIDS";
 pub const MAP_TRACED_INODES: &str = "TRACED_INODES";
+/// Fast probe set: tgid -> traced (one byte per tgid, [`IDS_PER_ENTRY`] per entry), sized from
+/// /proc/sys/kernel/pid_max at load; filled by user space, extended on fork.
+pub const MAP_TGID_TRACED: &str = "TGID_TRACED";
+/// Fast probe set: tid -> waiting for a lock (one byte per tid): set when a lock event of the
+/// task returns FILE_LOCK_DEFERRED, cleared at its next decision or exit. Its sched events are
+/// shipped while it is set.
+pub const MAP_WAITING: &str = "WAITING";
+pub const GLOBAL_FAST_OFFSETS: &str = "FAST_OFFSETS";
 /// tid -> the fcntl cmd or flock operation of the lock request the task is inside, or
 /// [`IN_REQUEST_IDLE`] between requests: sys_exit writes the sentinel in place instead of
 /// deleting the entry, so a task's next request is a lookup and a store rather than a hash
@@ -419,4 +571,29 @@ mod user {
     unsafe impl aya::Pod for SchedOffsets {}
     unsafe impl aya::Pod for FilterConfig {}
     unsafe impl aya::Pod for InodeKey {}
+    unsafe impl aya::Pod for FastOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::switch_state;
+
+    #[test]
+    fn switch_state_matches_the_classic_tracepoint() {
+        // Preempted: TASK_REPORT_MAX whatever the state.
+        assert_eq!(switch_state(true, 0x1, 0), 0x100);
+        // Running, sleeping (interruptible), uninterruptible, stopped.
+        assert_eq!(switch_state(false, 0, 0), 0);
+        assert_eq!(switch_state(false, 0x1, 0), 0x1);
+        assert_eq!(switch_state(false, 0x2, 0), 0x2);
+        assert_eq!(switch_state(false, 0x4, 0), 0x4);
+        // TASK_IDLE (uninterruptible | noload) reports as idle; a dead task as EXIT_DEAD.
+        assert_eq!(switch_state(false, 0x402, 0), 0x80);
+        assert_eq!(switch_state(false, 0, 0x10), 0x10);
+        // Freezing and rt-lock waits report as uninterruptible.
+        assert_eq!(switch_state(false, 0x8000 | 0x1, 0), 0x2);
+        assert_eq!(switch_state(false, 0x1000, 0), 0x2);
+        // Non-reportable bits alone (TASK_WAKEKILL) are "running".
+        assert_eq!(switch_state(false, 0x100, 0), 0);
+    }
 }

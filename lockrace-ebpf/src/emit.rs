@@ -24,6 +24,13 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROPS_SLOTS, 
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 0;
 
+/// The wakeup threshold (`GLOBAL_WAKEUP_BYTES`, a power of two, or 0: wake always).
+#[inline(always)]
+pub fn wakeup_bytes() -> u64 {
+    // SAFETY: read-only global set by the loader before load.
+    unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+}
+
 #[inline(always)]
 fn submit_flags() -> u64 {
     // SAFETY: read-only global set by the loader before load.

@@ -43,6 +43,12 @@ static LOCK_OFFSETS: [LockOffsets; LOCK_TP_COUNT] = [LockOffsets {
     _pad: 0,
 }; LOCK_TP_COUNT];
 
+/// The offsets of filelock tracepoint `tp` (an index into `LOCK_OFFSETS`).
+#[inline(always)]
+pub fn offsets(tp: usize) -> Option<&'static LockOffsets> {
+    LOCK_OFFSETS.get(tp)
+}
+
 /// The record's bytes 8..84, up to and including `ret`, in 11 words (`DIRECT_READ_LOCK`).
 type LockRecord = Record<11, DIRECT_READ_LOCK>;
 

@@ -31,7 +31,7 @@ pub static TRACED_INODES: HashMap<InodeKey, u8> = HashMap::with_max_entries(1024
 pub static IN_REQUEST: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 
 #[inline(always)]
-fn config() -> FilterConfig {
+pub fn config() -> FilterConfig {
     // SAFETY: read-only global set by the loader before load; volatile so the compiler does not
     // fold the default value.
     unsafe { core::ptr::read_volatile(&FILTER) }
@@ -62,6 +62,13 @@ pub fn lock_traced(tgid: u32, dev: u32, ino: u64) -> bool {
         return true;
     }
     cfg.by_tgid == 0 || unsafe { TRACED_TGIDS.get(&tgid) }.is_some()
+}
+
+/// Whether (dev, ino) is one of the `--path` files.
+#[inline(always)]
+pub fn inode_traced(dev: u32, ino: u64) -> bool {
+    let key = InodeKey { ino, dev, _pad: 0 };
+    unsafe { TRACED_INODES.get(&key) }.is_some()
 }
 
 #[inline(always)]

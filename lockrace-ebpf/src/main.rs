@@ -9,13 +9,17 @@
 #![no_main]
 
 mod emit;
+mod fast;
 mod filelock;
 mod filter;
 mod sched;
 mod syscalls;
 mod tp;
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
 use lockrace_common::{
     Kind, LOCK_TP_FCNTL_SETLK, LOCK_TP_FLOCK, LOCK_TP_POSIX, LOCK_TP_REMOVE_POSIX,
 };
@@ -88,6 +92,49 @@ pub fn sys_enter_flock(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_flock(ctx: TracePointContext) -> u32 {
     syscalls::exit(&ctx, Kind::SysExitFlock)
+}
+
+// The fast probe set (`FAST_PROBES`), see `fast`: filelock on classic tracepoints, the
+// scheduler through BTF-typed ones.
+
+#[tracepoint]
+pub fn fast_posix_lock(ctx: TracePointContext) -> u32 {
+    fast::lock(&ctx, Kind::PosixLockInode, LOCK_TP_POSIX)
+}
+
+#[tracepoint]
+pub fn fast_flock_lock(ctx: TracePointContext) -> u32 {
+    fast::lock(&ctx, Kind::FlockLockInode, LOCK_TP_FLOCK)
+}
+
+#[tracepoint]
+pub fn fast_setlk(ctx: TracePointContext) -> u32 {
+    fast::setlk(&ctx)
+}
+
+#[tracepoint]
+pub fn fast_rm_posix(ctx: TracePointContext) -> u32 {
+    fast::lock(&ctx, Kind::LocksRemovePosix, LOCK_TP_REMOVE_POSIX)
+}
+
+#[btf_tracepoint(function = "sched_waking")]
+pub fn fast_waking(ctx: BtfTracePointContext) -> i32 {
+    fast::waking(&ctx)
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn fast_switch(ctx: BtfTracePointContext) -> i32 {
+    fast::switch(&ctx)
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn fast_fork(ctx: BtfTracePointContext) -> i32 {
+    fast::fork(&ctx)
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn fast_exit(_ctx: BtfTracePointContext) -> i32 {
+    fast::exit()
 }
 
 #[cfg(not(test))]

@@ -1,9 +1,11 @@
 //! `cargo xtask bench [--quick]`: measure lockrace's costs side by side with bpftrace and perf
 //! and write docs/BENCHMARKS.md (as root; bpftrace and linux-perf are installed when missing).
 //!
-//! Phases, in order: (1) the probe effect on the native-speed handoff ([`probe`]), (2) capture
-//! throughput under a lock storm ([`storm`]), (3) the analyzer over 1M and 10M synthetic events
-//! in child processes, (4) criterion micro-benchmarks ([`micro`]); then the document
+//! Phases, in order: (1) the cost per lock call of each tracer on an uncontended fcntl loop,
+//! with each lockrace program's ns per run ([`cost`]), (2) the probe effect on the
+//! native-speed handoff ([`probe`]), (3) capture throughput under a lock storm ([`storm`]),
+//! (4) the analyzer over 1M and 10M synthetic events in child processes, (5) criterion
+//! micro-benchmarks ([`micro`]); then the document
 //! ([`render`]). Each phase first waits (bounded) for the machine's load average to drop, and
 //! the document states the load it ran under and how much CPU other processes took per run.
 //!
@@ -26,6 +28,7 @@ use crate::{
 };
 
 mod background;
+mod cost;
 mod machine;
 mod micro;
 mod probe;
@@ -42,16 +45,48 @@ pub struct BenchArgs {
     /// target/bench/BENCHMARKS.quick.md).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Repetitions of each probe-effect configuration (default 9; 3 with --quick).
+    /// Repetitions of each probe-effect and cost-per-call configuration (default 9 and 7; 3 with
+    /// --quick; the cost phase runs at least 5 without --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub reps: Option<u32>,
+    /// Run only these phases (repeatable; default all); the document shows only them.
+    #[arg(long, value_enum, value_name = "PHASE")]
+    pub only: Vec<Phase>,
     /// Seconds to wait at most, before each phase, for the 1-minute load average to drop below
     /// 1 (other users' builds distort timings).
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub max_wait: u64,
 }
 
-/// Phase 1 as measured.
+/// The bench's phases, for `--only`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Cost,
+    Probe,
+    Storm,
+    Analyzer,
+    Micro,
+}
+
+impl BenchArgs {
+    fn runs(&self, p: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&p)
+    }
+}
+
+/// The cost phase as measured.
+#[derive(Debug, Clone)]
+pub struct CostPhase {
+    pub iterations: u64,
+    pub reps: u32,
+    pub load: [f64; 3],
+    pub series: Vec<cost::Series>,
+    pub programs: Vec<cost::ProgramSet>,
+    /// Why the phase did not run (the loop did not compile).
+    pub error: Option<String>,
+}
+
+/// The probe-effect phase as measured.
 #[derive(Debug, Clone)]
 pub struct ProbePhase {
     pub iterations: u64,
@@ -60,7 +95,7 @@ pub struct ProbePhase {
     pub series: Vec<probe::Series>,
 }
 
-/// Phase 2 as measured.
+/// The storm phase as measured.
 #[derive(Debug, Clone)]
 pub struct StormPhase {
     pub procs: u32,
@@ -72,7 +107,7 @@ pub struct StormPhase {
     pub cells: Vec<storm::Cell>,
 }
 
-/// Phase 3, one size.
+/// The analyzer phase, one size.
 #[derive(Debug, Clone)]
 pub struct AnalyzerSeries {
     pub events: u64,
@@ -91,6 +126,7 @@ pub struct Results {
     pub machine: machine::Machine,
     pub load_start: [f64; 3],
     pub load_end: [f64; 3],
+    pub cost: Option<CostPhase>,
     pub probe: Option<ProbePhase>,
     pub storm: Option<StormPhase>,
     pub analyzer: Vec<AnalyzerSeries>,
@@ -124,6 +160,11 @@ fn invocation(args: &BenchArgs) -> String {
     }
     if let Some(r) = args.reps {
         s.push_str(&format!(" --reps {r}"));
+    }
+    for p in &args.only {
+        if let Some(v) = clap::ValueEnum::to_possible_value(p) {
+            s.push_str(&format!(" --only {}", v.get_name()));
+        }
     }
     s
 }
@@ -170,61 +211,113 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     );
 
     // Phase 1.
-    let load = machine::wait_for_quiet(1.0, max_wait);
-    let popts = probe::Options {
-        lockrace: lockrace.clone(),
-        iterations: if quick { 5_000 } else { 20_000 },
-        reps: args.reps.unwrap_or(if quick { 3 } else { 9 }),
-        work: work.clone(),
-        configs: probe::Config::ALL.to_vec(),
-    };
-    let series = probe::measure(&popts);
-    let probe = ProbePhase {
-        iterations: popts.iterations,
-        reps: popts.reps,
-        load,
-        series,
-    };
+    let cost = args.runs(Phase::Cost).then(|| {
+        let load = machine::wait_for_quiet(1.0, max_wait);
+        let iterations = 1_000_000;
+        let creps = args
+            .reps
+            .unwrap_or(if quick { 3 } else { 7 })
+            .max(if quick { 1 } else { 5 });
+        match cost::build_loop(&work) {
+            Ok(lockloop) => {
+                let copts = cost::Options {
+                    lockrace: lockrace.clone(),
+                    lockloop,
+                    iterations,
+                    reps: creps,
+                    work: work.clone(),
+                    configs: cost::Config::ALL.to_vec(),
+                    cpu: cost::loop_cpu(),
+                };
+                let series = cost::measure(&copts);
+                let programs = cost::programs(&copts);
+                CostPhase {
+                    iterations,
+                    reps: creps,
+                    load,
+                    series,
+                    programs,
+                    error: None,
+                }
+            }
+            Err(e) => {
+                println!("xtask bench: cost per lock call skipped: {e}");
+                CostPhase {
+                    iterations,
+                    reps: creps,
+                    load,
+                    series: Vec::new(),
+                    programs: Vec::new(),
+                    error: Some(e.to_string()),
+                }
+            }
+        }
+    });
 
     // Phase 2.
-    let load = machine::wait_for_quiet(1.0, max_wait);
-    let sopts = storm::Options {
-        lockrace: lockrace.clone(),
-        procs: 2,
-        threads: 2,
-        duration_s: if quick { 1.0 } else { 2.0 },
-        reps: if quick { 1 } else { 2 },
-        rates: if quick {
-            vec![5e5, 1e6, 2e6, 0.0]
-        } else {
-            vec![5e5, 1e6, 1.5e6, 2e6, 3e6, 0.0]
-        },
-    };
-    let cells = storm::measure(&sopts);
-    let commands = [
-        (storm::Mode::Untraced, 0.0),
-        (storm::Mode::Count, 1e6),
-        (storm::Mode::Record, 1e6),
-    ]
-    .iter()
-    .map(|&(m, r)| {
-        cmd::display(&storm::command(&sopts, m, r))
-            .replace(&lockrace.display().to_string(), &rel(&lockrace))
-    })
-    .collect();
-    let storm = StormPhase {
-        procs: sopts.procs,
-        threads: sopts.threads,
-        duration_s: sopts.duration_s,
-        reps: sopts.reps,
-        load,
-        commands,
-        cells,
-    };
+    let probe = args.runs(Phase::Probe).then(|| {
+        let load = machine::wait_for_quiet(1.0, max_wait);
+        let popts = probe::Options {
+            lockrace: lockrace.clone(),
+            iterations: if quick { 5_000 } else { 20_000 },
+            reps: args.reps.unwrap_or(if quick { 3 } else { 9 }),
+            work: work.clone(),
+            configs: probe::Config::ALL.to_vec(),
+        };
+        let series = probe::measure(&popts);
+        ProbePhase {
+            iterations: popts.iterations,
+            reps: popts.reps,
+            load,
+            series,
+        }
+    });
 
     // Phase 3.
-    machine::wait_for_quiet(1.0, max_wait);
-    let sizes: &[u64] = &[1_000_000, 10_000_000];
+    let storm = args.runs(Phase::Storm).then(|| {
+        let load = machine::wait_for_quiet(1.0, max_wait);
+        let sopts = storm::Options {
+            lockrace: lockrace.clone(),
+            procs: 2,
+            threads: 2,
+            duration_s: if quick { 1.0 } else { 2.0 },
+            reps: if quick { 1 } else { 2 },
+            rates: if quick {
+                vec![5e5, 1e6, 2e6, 0.0]
+            } else {
+                vec![5e5, 1e6, 1.5e6, 2e6, 3e6, 0.0]
+            },
+        };
+        let cells = storm::measure(&sopts);
+        let commands = [
+            (storm::Mode::Untraced, 0.0),
+            (storm::Mode::Count, 1e6),
+            (storm::Mode::Record, 1e6),
+        ]
+        .iter()
+        .map(|&(m, r)| {
+            cmd::display(&storm::command(&sopts, m, r))
+                .replace(&lockrace.display().to_string(), &rel(&lockrace))
+        })
+        .collect();
+        StormPhase {
+            procs: sopts.procs,
+            threads: sopts.threads,
+            duration_s: sopts.duration_s,
+            reps: sopts.reps,
+            load,
+            commands,
+            cells,
+        }
+    });
+
+    // Phase 4.
+    let sizes: &[u64] = if args.runs(Phase::Analyzer) {
+        machine::wait_for_quiet(1.0, max_wait);
+        &[1_000_000, 10_000_000]
+    } else {
+        &[]
+    };
     let areps = if quick { 1 } else { 3 };
     let mut analyzer: Vec<AnalyzerSeries> = sizes
         .iter()
@@ -255,9 +348,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         }
     }
 
-    // Phase 4.
-    machine::wait_for_quiet(1.0, max_wait);
-    let micro = micro::criterion(&meta.target_dir, quick).map_err(|e| e.to_string());
+    // Phase 5.
+    let micro = if args.runs(Phase::Micro) {
+        machine::wait_for_quiet(1.0, max_wait);
+        micro::criterion(&meta.target_dir, quick).map_err(|e| e.to_string())
+    } else {
+        Err("skipped (--only)".to_string())
+    };
 
     let results = Results {
         invocation: invocation(args),
@@ -267,8 +364,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         machine,
         load_start,
         load_end: machine::loadavg(),
-        probe: Some(probe),
-        storm: Some(storm),
+        cost,
+        probe,
+        storm,
         analyzer,
         micro,
     };
@@ -296,11 +394,19 @@ mod tests {
             quick: false,
             out: None,
             reps: None,
+            only: vec![],
             max_wait: 60,
         };
         assert_eq!(invocation(&a), "cargo xtask bench");
+        assert!(a.runs(Phase::Micro));
         a.quick = true;
         a.reps = Some(5);
         assert_eq!(invocation(&a), "cargo xtask bench --quick --reps 5");
+        a.only = vec![Phase::Cost];
+        assert_eq!(
+            invocation(&a),
+            "cargo xtask bench --quick --reps 5 --only cost"
+        );
+        assert!(a.runs(Phase::Cost) && !a.runs(Phase::Probe));
     }
 }

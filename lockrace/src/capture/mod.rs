@@ -8,8 +8,15 @@
 //!   both reach [`CaptureStats`];
 //! - [`Capture::stop`] detaches every program first, then drains what is left in the ring, then
 //!   reads the drop counters, so the counts cover the whole capture;
-//! - dropping a [`Capture`] without `stop` still detaches everything (aya detaches on drop).
+//! - dropping a [`Capture`] without `stop` still detaches everything (aya detaches on drop);
+//! - every program's recursion misses (runs the kernel skipped: lost events) are read at the
+//!   end and summed into [`CaptureStats::missed`]; with [`CaptureOptions::self_cost`] the
+//!   kernel's run-time statistics are on for the capture only ([`progstats::StatsGuard`]) and
+//!   each program's runs and ns per run are read too.
+pub mod btf;
+pub mod limits;
 pub mod loader;
+pub mod progstats;
 pub mod tracefs;
 
 use std::{io, thread::JoinHandle};
@@ -19,6 +26,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::oneshot};
 
 pub use loader::{Filter, Limits, Loaded, Probes};
+pub use progstats::ProgramStats;
 
 use crate::events::{self, Event};
 
@@ -51,11 +59,40 @@ pub struct CaptureStats {
     /// Tasks the programs could not follow because `TRACED_TGIDS` or `IN_REQUEST` was full
     /// (`--max-tasks`): their later events are missing.
     pub untracked_tasks: u64,
+    /// Every attached program's figures at the end of the capture.
+    pub programs: Vec<ProgramStats>,
+    /// Runs the kernel skipped, summed over the programs (`recursion_misses`): events lost.
+    pub missed: u64,
+    /// The probe set really attached (`Lean` when `Fast` fell back).
+    pub probes: Probes,
 }
 
 impl CaptureStats {
+    /// Nothing lost that the kernel or the reader knows of. A miss may be a scheduler event of
+    /// an untraced task (the kernel counts misses before any filter), so `missed` alone does
+    /// not decide it: [`CaptureStats::missed_reason`] says what was missed, the report decides.
     pub fn complete(&self) -> bool {
         self.dropped == 0 && self.decode_errors == 0 && self.untracked_tasks == 0
+    }
+
+    /// The line for a capture whose programs were skipped by the kernel, if any were.
+    pub fn missed_reason(&self) -> Option<String> {
+        (self.missed > 0).then(|| {
+            let which: Vec<String> = self
+                .programs
+                .iter()
+                .filter_map(|p| match p.recursion_misses {
+                    Some(m) if m > 0 => Some(format!("{} {m}", p.name)),
+                    _ => None,
+                })
+                .collect();
+            format!(
+                "the kernel skipped lockrace's programs {} times (another BPF program was running \
+                 on that CPU), so events may be missing: {}",
+                self.missed,
+                which.join(", ")
+            )
+        })
     }
 
     /// The incomplete-report line for tasks the capture could not follow, if any.
@@ -70,11 +107,28 @@ impl CaptureStats {
     }
 }
 
+/// `LOCKRACE_SELF_COST=1` turns BPF statistics on for every capture (a measurement switch for
+/// benchmarks until the command line has `--self-cost`); `lockrace record` then prints each
+/// program's runs and ns per run.
+pub const SELF_COST_ENV: &str = "LOCKRACE_SELF_COST";
+
+/// How a capture runs besides its filter and sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureOptions {
+    pub probes: Probes,
+    /// Turn the kernel's BPF run-time statistics on for the capture (restored after it) and
+    /// report each program's runs and ns per run (`--self-cost`). They cost two clock reads
+    /// per program run, so they are off unless asked for.
+    pub self_cost: bool,
+}
+
 /// A running capture: programs attached, a reader thread draining the ring buffer.
 pub struct Capture<S: Sink> {
     loaded: Loaded,
     stop_tx: Option<oneshot::Sender<()>>,
     reader: Option<JoinHandle<io::Result<(S, u64, u64)>>>,
+    /// BPF statistics on while this lives (`self_cost`).
+    stats: Option<progstats::StatsGuard>,
 }
 
 impl<S: Sink> Capture<S> {
@@ -99,6 +153,43 @@ impl<S: Sink> Capture<S> {
         probes: Probes,
         sink: S,
     ) -> anyhow::Result<Capture<S>> {
+        let options = CaptureOptions {
+            probes,
+            ..CaptureOptions::default()
+        };
+        Capture::start_options(filter, limits, options, sink)
+    }
+
+    /// Every way to start a capture. [`loader::PROBES_ENV`] (a measurement switch) overrides
+    /// `options.probes` when set.
+    pub fn start_options(
+        filter: &Filter,
+        limits: &Limits,
+        options: CaptureOptions,
+        sink: S,
+    ) -> anyhow::Result<Capture<S>> {
+        let probes = options.probes.or_env()?;
+        if probes != options.probes {
+            eprintln!(
+                "lockrace: {}={} overrides the probe set",
+                loader::PROBES_ENV,
+                probes.name()
+            );
+        }
+        let self_cost = options.self_cost || std::env::var(SELF_COST_ENV).is_ok_and(|v| v == "1");
+        // Statistics first: a program run before they are on would be missing from the count.
+        let stats = if self_cost {
+            let g = progstats::StatsGuard::enable().map_err(|e| {
+                crate::error::hinted(
+                    format!("cannot turn on BPF statistics: {e}"),
+                    "run as root (CAP_SYS_ADMIN), or leave out --self-cost",
+                )
+            })?;
+            log::debug!("BPF statistics on ({})", g.method());
+            Some(g)
+        } else {
+            None
+        };
         let mut loaded = Loaded::load_probes(filter, limits, probes)?;
         let ring = loaded.take_ring()?;
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -110,7 +201,13 @@ impl<S: Sink> Capture<S> {
             loaded,
             stop_tx: Some(stop_tx),
             reader: Some(reader),
+            stats,
         })
+    }
+
+    /// The probe set attached (`Lean` when `Fast` fell back) and the programs.
+    pub fn probes(&self) -> (Probes, &[&'static str]) {
+        (self.loaded.probes, self.loaded.attached())
     }
 
     /// The offsets this kernel's tracefs gave (and which field names it uses).
@@ -136,6 +233,10 @@ impl<S: Sink> Capture<S> {
             .context("reading the ring buffer")?;
         let dropped = self.loaded.drops()?;
         let untracked_tasks = self.loaded.map_full()?;
+        // Detached: the figures are final. Then statistics go off (the guard drops).
+        let programs = self.loaded.program_stats(self.stats.is_some());
+        self.stats = None;
+        let missed = programs.iter().filter_map(|p| p.recursion_misses).sum();
         Ok((
             sink,
             CaptureStats {
@@ -143,6 +244,9 @@ impl<S: Sink> Capture<S> {
                 dropped,
                 decode_errors,
                 untracked_tasks,
+                programs,
+                missed,
+                probes: self.loaded.probes,
             },
             self.loaded.offsets.clone(),
         ))

@@ -270,6 +270,9 @@ pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
     sink.write_meta(&[Meta::LockraceTrailer(trailer)])
         .with_context(|| format!("cannot write {}", args.events.display()))?;
     eprintln!("{}", summary_line(&args.events, &stats));
+    for line in crate::capture::progstats::summary_lines(&stats.programs) {
+        eprintln!("{line}");
+    }
     Ok(match stop? {
         Stop::CommandExited(st) => ExitCode::from(exit_code_of(st)),
         Stop::CommandNotFound => ExitCode::from(127),

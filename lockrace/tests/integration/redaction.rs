@@ -29,6 +29,7 @@ fn write(events: &[Event], path: &Path, raw: bool) {
         dropped: 0,
         decode_errors: 0,
         untracked_tasks: 0,
+        ..Default::default()
     };
     let trailer = c.trailer(&stats, "type (6.9+ names)", vec![]);
     c.write_meta(&[lockrace::jsonl::Meta::LockraceTrailer(trailer)])

@@ -12,6 +12,7 @@ mod html_support;
 
 mod bench;
 mod capture;
+mod fast;
 mod hardening;
 mod html;
 mod remedies;

@@ -64,10 +64,16 @@ fn skip_reason(out: &Output) -> String {
 /// phases, the console log, the release, no drops, and kernel grants equal to each role's
 /// acquisitions.
 fn boot_6_1(run_args: &[&str]) -> (String, Value) {
+    let (stdout, doc, _) = boot_6_1_with(&[], run_args);
+    (stdout, doc)
+}
+
+/// [`boot_6_1`] with more `xtask vm` options (`vm_args`); also returns the console log.
+fn boot_6_1_with(vm_args: &[&str], run_args: &[&str]) -> (String, Value, String) {
     let out_dir = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "--debian", "6.1.0-54", "--", "--lock", "posix", "--share", "reopen",
-    ];
+    let mut args = vec!["--debian", "6.1.0-54"];
+    args.extend_from_slice(vm_args);
+    args.extend_from_slice(&["--", "--lock", "posix", "--share", "reopen"]);
     args.extend_from_slice(run_args);
     let out = xtask_vm(out_dir.path(), &args);
     let stdout = text(&out.stdout);
@@ -86,7 +92,7 @@ fn boot_6_1(run_args: &[&str]) -> (String, Value) {
         assert!(stdout.contains(phase), "{phase:?} not shown:\n{stdout}");
     }
     let dir = out_dir.path().join("6.1.0-54");
-    assert!(dir.join("console.log").is_file());
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(doc["kernel"]["release"], "6.1.0-54-cloud-amd64");
@@ -100,7 +106,7 @@ fn boot_6_1(run_args: &[&str]) -> (String, Value) {
             "kernel grants != acquisitions for {r}"
         );
     }
-    (stdout, doc)
+    (stdout, doc, console)
 }
 
 #[test]
@@ -120,6 +126,33 @@ fn debian_6_1_runs_the_traced_posix_reopen_experiment_under_tcg() {
 #[test]
 fn debian_6_1_runs_the_lean_probe_set_under_tcg() {
     let (_, doc) = boot_6_1(&["--probes", "lean", "--iterations", "300"]);
+    for r in doc["whoops"]["roles"].as_array().unwrap() {
+        assert_eq!(
+            r["whoops"], r["explained"],
+            "a whoops left unexplained: {r}"
+        );
+    }
+}
+
+/// The fast probe set (BTF-typed tracepoints, `LOCKRACE_PROBES=fast` reaching the guest's
+/// init through the kernel command line): 6.1 has BTF and tp_btf, so it must load as itself
+/// (no fallback notice) and give the same cross-check as the classic programs.
+#[test]
+fn debian_6_1_runs_the_fast_probe_set_under_tcg() {
+    let (_, doc, console) = boot_6_1_with(
+        &["--append", "LOCKRACE_PROBES=fast"],
+        &["--iterations", "300"],
+    );
+    assert!(
+        console.contains("LOCKRACE_PROBES=fast overrides the probe set"),
+        "the switch did not reach lockrace:\n{console}"
+    );
+    assert!(
+        !console.contains("the fast probes cannot run here"),
+        "6.1 refused the fast set:\n{console}"
+    );
+    assert_eq!(doc["analysis"]["syscall_events"], 0, "{}", doc["analysis"]);
+    assert!(doc["analysis"]["sched_events"].as_u64().unwrap() > 0);
     for r in doc["whoops"]["roles"].as_array().unwrap() {
         assert_eq!(
             r["whoops"], r["explained"],

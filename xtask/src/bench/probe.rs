@@ -31,16 +31,19 @@ pub enum Config {
     Lockrace,
     /// `lockrace run --probes lean` (lock decisions and blocked waiters only).
     LockraceLean,
+    /// `LOCKRACE_PROBES=fast lockrace run` (the fast probe set).
+    LockraceFast,
     BpftraceCount,
     BpftracePrint,
     PerfRecord,
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [
+    pub const ALL: [Config; 7] = [
         Config::Untraced,
         Config::Lockrace,
         Config::LockraceLean,
+        Config::LockraceFast,
         Config::BpftraceCount,
         Config::BpftracePrint,
         Config::PerfRecord,
@@ -51,6 +54,7 @@ impl Config {
             Config::Untraced => "untraced",
             Config::Lockrace => "lockrace, full capture",
             Config::LockraceLean => "lockrace --probes lean",
+            Config::LockraceFast => "lockrace, fast probe set",
             Config::BpftraceCount => "bpftrace, count() per probe",
             Config::BpftracePrint => "bpftrace, printf every event",
             Config::PerfRecord => "perf record -a",
@@ -186,6 +190,9 @@ fn workload(opts: &Options, config: Config, report: &Path) -> Command {
         Config::LockraceLean => {
             c.args(["--no-baseline", "--probes", "lean"]);
         }
+        Config::LockraceFast => {
+            c.env("LOCKRACE_PROBES", "fast").arg("--no-baseline");
+        }
         _ => {
             c.arg("--no-trace");
         }
@@ -199,7 +206,7 @@ fn workload(opts: &Options, config: Config, report: &Path) -> Command {
 
 fn tracer(config: Config, work: &Path) -> Option<(Command, Option<&'static str>, Duration)> {
     match config {
-        Config::Untraced | Config::Lockrace | Config::LockraceLean => None,
+        Config::Untraced | Config::Lockrace | Config::LockraceLean | Config::LockraceFast => None,
         Config::BpftraceCount => {
             let mut c = Command::new("bpftrace");
             c.args(["-e", BPFTRACE_COUNT]);
@@ -253,7 +260,9 @@ fn tracer_figures(config: Config, s: &Stopped) -> (Option<u64>, Option<u64>) {
             Some(bpftrace_lost(&s.stderr)),
         ),
         Config::PerfRecord => perf_samples(&s.stderr),
-        Config::Untraced | Config::Lockrace | Config::LockraceLean => (None, None),
+        Config::Untraced | Config::Lockrace | Config::LockraceLean | Config::LockraceFast => {
+            (None, None)
+        }
     }
 }
 
@@ -409,6 +418,10 @@ mod tests {
         assert!(commands(&opts, Config::Lockrace)[0].contains("run --no-baseline --lock"));
         assert!(
             commands(&opts, Config::LockraceLean)[0].contains("run --no-baseline --probes lean")
+        );
+        assert!(
+            commands(&opts, Config::LockraceFast)[0]
+                .starts_with("LOCKRACE_PROBES=fast target/release/lockrace run --no-baseline")
         );
     }
 }

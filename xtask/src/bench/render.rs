@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use super::{
     Results,
+    cost::{self, Config as CostConfig},
     micro::Micro,
     probe::{Config, Series},
     storm::{self, Cell, Mode},
@@ -122,6 +123,8 @@ pub fn probe_ratio(series: &[Series], config: Config) -> Option<f64> {
 
 /// The lockrace full-capture goal: whoops/handoff traced/untraced >= 0.9.
 pub const PROBE_GOAL: f64 = 0.9;
+/// The fast probe set's added cost per traced lock call, ns (issue 14).
+pub const COST_GOAL_NS: f64 = 60.0;
 /// Capture throughput goal, events/s with 0 drops.
 pub const STORM_GOAL: f64 = 1e6;
 /// Analyzer goal, events/s.
@@ -131,11 +134,156 @@ fn met(ok: bool) -> &'static str {
     if ok { "**met**" } else { "**not met**" }
 }
 
+/// Median (wall, CPU) ns per call of a cost series.
+pub fn cost_medians(s: &cost::Series) -> (Option<f64>, Option<f64>) {
+    (
+        median(s.runs.iter().map(|r| r.wall_ns)),
+        median(s.runs.iter().map(|r| r.cpu_ns)),
+    )
+}
+
+/// Added (wall, CPU) ns per call of `config` over the untraced loop, medians of one run.
+pub fn cost_added(series: &[cost::Series], config: CostConfig) -> (Option<f64>, Option<f64>) {
+    let of = |c: CostConfig| series.iter().find(|s| s.config == c).map(cost_medians);
+    match (of(CostConfig::Untraced), of(config)) {
+        (Some((bw, bc)), Some((w, c))) => {
+            (w.zip(bw).map(|(a, b)| a - b), c.zip(bc).map(|(a, b)| a - b))
+        }
+        _ => (None, None),
+    }
+}
+
+fn signed(x: Option<f64>) -> String {
+    x.map_or("–".to_string(), |v| format!("{v:+.0}"))
+}
+
+fn cost_section(out: &mut String, r: &Results) {
+    let Some(c) = &r.cost else {
+        return;
+    };
+    let _ = writeln!(out, "## 1. Cost per lock call\n");
+    if let Some(e) = &c.error {
+        let _ = writeln!(out, "Not measured: `{}`\n", e.replace('`', "'"));
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "An uncontended loop of `fcntl(F_SETLKW)` lock + unlock on a memfd ({} pairs, one \
+         process pinned to one CPU, never waits), untraced and under each tracer; {} interleaved repetitions (the \
+         order rotated by one each time). Load average when the phase started: {}. The loop \
+         times itself: *ns/call* is wall-clock time per fcntl call, *CPU ns/call* its own CPU \
+         time (which includes the eBPF programs the kernel runs in its context, and excludes \
+         time other processes, lockrace's reader among them, took its CPU). *Added* is the \
+         median minus the untraced median. lockrace records to /dev/null; the probe set is \
+         chosen with the `LOCKRACE_PROBES` switch (fast: 8 programs, the filelock ones on \
+         classic tracepoints, the sched ones tp_btf; lean: 7 classic tracepoint programs; \
+         full: all 14, syscall enter/exit included). \
+         The loop's source is `LOOP_C` in xtask/src/bench/cost.rs.\n",
+        thousands(c.iterations),
+        c.reps,
+        super::machine::fmt_load(c.load)
+    );
+    let _ = writeln!(out, "```sh");
+    for s in &c.series {
+        let _ = writeln!(out, "# {}", s.config.label());
+        for cmd in &s.commands {
+            let _ = writeln!(out, "{cmd}");
+        }
+    }
+    let _ = writeln!(out, "```\n");
+    let _ = writeln!(
+        out,
+        "| configuration | runs | ns/call, median (min–max) | added | CPU ns/call, median | added | events recorded, median | dropped | other CPU, median |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in &c.series {
+        let (w, cpu) = cost_medians(s);
+        let (aw, ac) = cost_added(&c.series, s.config);
+        let range = min_max(s.runs.iter().map(|r| r.wall_ns))
+            .map_or(String::new(), |(lo, hi)| format!(" ({lo:.0}–{hi:.0})"));
+        let events = median(s.runs.iter().filter_map(|r| r.events.map(|e| e as f64)));
+        let dropped: Option<u64> = s
+            .runs
+            .iter()
+            .map(|r| r.dropped)
+            .try_fold(0u64, |acc, d| d.map(|d| acc + d));
+        let other = median(s.runs.iter().filter_map(|r| r.other_cpu));
+        let mut runs = s.runs.len().to_string();
+        if !s.errors.is_empty() {
+            let _ = write!(runs, " ({} failed)", s.errors.len());
+        }
+        let base = s.config == CostConfig::Untraced;
+        let _ = writeln!(
+            out,
+            "| {} | {runs} | {}{range} | {} | {} | {} | {} | {} | {} |",
+            s.config.label(),
+            w.map_or("–".into(), |v| format!("{v:.0}")),
+            if base { "–".into() } else { signed(aw) },
+            cpu.map_or("–".into(), |v| format!("{v:.0}")),
+            if base { "–".into() } else { signed(ac) },
+            f0(events),
+            if s.config.probes().is_some() {
+                dropped.map_or("–".into(), thousands)
+            } else {
+                "–".into()
+            },
+            other.map_or("–".to_string(), |o| format!("{o:.0}%")),
+        );
+    }
+    let _ = writeln!(out);
+    let (aw, ac) = cost_added(&c.series, CostConfig::LockraceFast);
+    let _ = writeln!(
+        out,
+        "Goal: the fast probe set adds <= {COST_GOAL_NS:.0} ns per traced lock call: {} (wall \
+         {} ns, CPU {} ns).",
+        met(aw.is_some_and(|x| x <= COST_GOAL_NS) && ac.is_some_and(|x| x <= COST_GOAL_NS)),
+        signed(aw),
+        signed(ac)
+    );
+    for s in c.series.iter().filter(|s| !s.errors.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n{} failures ({}): first error: `{}`",
+            s.config.label(),
+            s.errors.len(),
+            s.errors[0].replace('`', "'")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nWhere the time goes: one more run of each lockrace set with `LOCKRACE_SELF_COST=1` \
+         (BPF_ENABLE_STATS on for the capture: the kernel's run count and run time of each \
+         program; they include the two clock reads the statistics add per run, and the runs \
+         of untraced tasks, which the programs filter out). *Recursion misses* are runs the \
+         kernel skipped because another BPF program was running on that CPU: events lost.\n"
+    );
+    for set in &c.programs {
+        let _ = writeln!(out, "{}: `{}`\n", set.config.label(), set.command);
+        if let Some(e) = &set.error {
+            let _ = writeln!(out, "Not measured: `{}`\n", e.replace('`', "'"));
+            continue;
+        }
+        let _ = writeln!(out, "| program | runs | ns/run | recursion misses |");
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for p in &set.programs {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                p.name,
+                thousands(p.runs),
+                p.ns_per_run.map_or("–".into(), |v| format!("{v:.1}")),
+                p.recursion_misses.map_or("–".into(), thousands)
+            );
+        }
+        let _ = writeln!(out);
+    }
+}
+
 fn probe_section(out: &mut String, r: &Results) {
     let Some(p) = &r.probe else {
         return;
     };
-    let _ = writeln!(out, "## 1. Probe effect\n");
+    let _ = writeln!(out, "## 2. Probe effect\n");
     let _ = writeln!(
         out,
         "The native-speed handoff (`--lock posix --share reopen`, {} handoffs per role) untraced \
@@ -219,14 +367,18 @@ fn probe_section(out: &mut String, r: &Results) {
     let _ = writeln!(out);
     let lr = probe_ratio(&p.series, Config::Lockrace);
     let lean = probe_ratio(&p.series, Config::LockraceLean);
+    let fast = probe_ratio(&p.series, Config::LockraceFast);
     let _ = writeln!(
         out,
         "Goal: lockrace's full capture keeps whoops/handoff at >= {PROBE_GOAL} of untraced: {} \
-         (ratio {}). With `--probes lean`: {} (ratio {}).",
+         (ratio {}). With `--probes lean`: {} (ratio {}). With the fast probe set: {} (ratio \
+         {}).",
         met(lr.is_some_and(|x| x >= PROBE_GOAL)),
         f2(lr),
         met(lean.is_some_and(|x| x >= PROBE_GOAL)),
-        f2(lean)
+        f2(lean),
+        met(fast.is_some_and(|x| x >= PROBE_GOAL)),
+        f2(fast)
     );
     for s in p.series.iter().filter(|s| !s.errors.is_empty()) {
         let _ = writeln!(
@@ -293,7 +445,7 @@ fn storm_section(out: &mut String, r: &Results) {
     let Some(s) = &r.storm else {
         return;
     };
-    let _ = writeln!(out, "## 2. Capture throughput\n");
+    let _ = writeln!(out, "## 3. Capture throughput\n");
     let _ = writeln!(
         out,
         "A lock storm: {} processes x {} threads, each thread taking and releasing an \
@@ -410,7 +562,7 @@ fn analyzer_section(out: &mut String, r: &Results) {
     if r.analyzer.is_empty() {
         return;
     }
-    let _ = writeln!(out, "## 3. Analyzer\n");
+    let _ = writeln!(out, "## 4. Analyzer\n");
     let _ = writeln!(
         out,
         "A synthetic stream of realistic handoffs (`analysis::synth::HandoffGen`: barging ~60%, \
@@ -492,7 +644,7 @@ fn fmt_time(ns: f64) -> String {
 }
 
 fn micro_section(out: &mut String, r: &Results) {
-    let _ = writeln!(out, "## 4. Micro-benchmarks (criterion)\n");
+    let _ = writeln!(out, "## 5. Micro-benchmarks (criterion)\n");
     match &r.micro {
         Err(e) => {
             let _ = writeln!(out, "Not measured: `{}`\n", e.replace('`', "'"));
@@ -576,6 +728,7 @@ pub fn render(r: &Results, previous: &str) -> String {
         );
     }
     goals_summary(&mut out, r);
+    cost_section(&mut out, r);
     probe_section(&mut out, r);
     storm_section(&mut out, r);
     analyzer_section(&mut out, r);
@@ -598,15 +751,31 @@ pub fn render(r: &Results, previous: &str) -> String {
 fn goals_summary(out: &mut String, r: &Results) {
     let _ = writeln!(out, "## Goals\n");
     let _ = writeln!(out, "| goal | measured | |\n|---|---|---|");
+    if let Some(c) = r.cost.as_ref().filter(|c| c.error.is_none()) {
+        let (aw, ac) = cost_added(&c.series, CostConfig::LockraceFast);
+        let (fw, _) = cost_added(&c.series, CostConfig::LockraceFull);
+        let (bw, _) = cost_added(&c.series, CostConfig::BpftraceCount);
+        let _ = writeln!(
+            out,
+            "| fast probe set: <= {COST_GOAL_NS:.0} ns added per traced lock call | {} ns wall, {} ns CPU (full set: {} ns; bpftrace count(): {} ns) | {} |",
+            signed(aw),
+            signed(ac),
+            signed(fw),
+            signed(bw),
+            met(aw.is_some_and(|x| x <= COST_GOAL_NS) && ac.is_some_and(|x| x <= COST_GOAL_NS))
+        );
+    }
     if let Some(p) = &r.probe {
         let lr = probe_ratio(&p.series, Config::Lockrace);
         let lean = probe_ratio(&p.series, Config::LockraceLean);
+        let fast = probe_ratio(&p.series, Config::LockraceFast);
         let bc = probe_ratio(&p.series, Config::BpftraceCount);
         let _ = writeln!(
             out,
-            "| lockrace full capture: whoops/handoff traced/untraced >= {PROBE_GOAL} | {} (`--probes lean`: {}; bpftrace count(): {}) | {} |",
+            "| lockrace full capture: whoops/handoff traced/untraced >= {PROBE_GOAL} | {} (`--probes lean`: {}; fast probe set: {}; bpftrace count(): {}) | {} |",
             f2(lr),
             f2(lean),
+            f2(fast),
             f2(bc),
             met(lr.is_some_and(|x| x >= PROBE_GOAL))
         );
@@ -653,9 +822,95 @@ fn goals_summary(out: &mut String, r: &Results) {
 mod tests {
     use super::*;
     use crate::bench::{
-        AnalyzerSeries, ProbePhase, StormPhase, machine::Machine, micro::AnalyzerRun, probe::Run,
-        storm::Run as StormRun,
+        AnalyzerSeries, CostPhase, ProbePhase, StormPhase, machine::Machine, micro::AnalyzerRun,
+        probe::Run, storm::Run as StormRun,
     };
+
+    fn cost_phase() -> CostPhase {
+        let series = |config, walls: &[f64], cpus: &[f64], events: Option<u64>| cost::Series {
+            config,
+            commands: vec![format!("cmd {}", config.label())],
+            runs: walls
+                .iter()
+                .zip(cpus)
+                .map(|(&w, &c)| cost::Run {
+                    wall_ns: w,
+                    cpu_ns: c,
+                    events,
+                    dropped: events.map(|_| 0),
+                    other_cpu: Some(3.0),
+                })
+                .collect(),
+            errors: vec![],
+        };
+        CostPhase {
+            iterations: 1_000_000,
+            reps: 3,
+            load: [0.2; 3],
+            series: vec![
+                series(
+                    CostConfig::Untraced,
+                    &[180.0, 181.0, 200.0],
+                    &[179.0, 180.0, 181.0],
+                    None,
+                ),
+                series(
+                    CostConfig::LockraceFast,
+                    &[230.0, 240.0, 235.0],
+                    &[229.0, 231.0, 233.0],
+                    Some(2_000_000),
+                ),
+                series(
+                    CostConfig::LockraceFull,
+                    &[1000.0, 1010.0, 990.0],
+                    &[950.0, 960.0, 970.0],
+                    Some(8_000_000),
+                ),
+            ],
+            programs: vec![cost::ProgramSet {
+                config: CostConfig::LockraceFast,
+                command: "LOCKRACE_SELF_COST=1 lockrace record".into(),
+                programs: vec![cost::Program {
+                    name: "fast_posix_lock".into(),
+                    runs: 2_000_000,
+                    ns_per_run: Some(41.25),
+                    recursion_misses: Some(0),
+                }],
+                error: None,
+            }],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_cost_section_gives_added_ns_per_call_and_program_costs() {
+        let mut r = results();
+        r.cost = Some(cost_phase());
+        let doc = render(&r, "");
+        assert!(doc.contains("## 1. Cost per lock call"), "{doc}");
+        assert!(
+            doc.contains("| lockrace, fast probe set | 3 | 235 (230–240) | +54 | 231 | +51 | 2,000,000 | 0 | 3% |"),
+            "{doc}"
+        );
+        assert!(doc.contains("| untraced | 3 | 181 (180–200) | – | 180 | – | – | – | 3% |"));
+        assert!(doc.contains(
+            "Goal: the fast probe set adds <= 60 ns per traced lock call: **met** (wall +54 ns, CPU +51 ns)."
+        ));
+        assert!(
+            doc.contains("| fast_posix_lock | 2,000,000 | 41.2 | 0 |"),
+            "{doc}"
+        );
+        assert!(doc.contains(
+            "| fast probe set: <= 60 ns added per traced lock call | +54 ns wall, +51 ns CPU (full set: +819 ns; bpftrace count(): – ns) | **met** |"
+        ), "{doc}");
+        // A phase that could not run says why.
+        let mut failed = cost_phase();
+        failed.error = Some("cc: not found".into());
+        r.cost = Some(failed);
+        let doc = render(&r, "");
+        assert!(doc.contains("## 1. Cost per lock call\n\nNot measured: `cc: not found`"));
+        assert!(!doc.contains("fast probe set: <="));
+    }
 
     #[test]
     fn medians_and_numbers() {
@@ -712,6 +967,7 @@ mod tests {
             machine: Machine::default(),
             load_start: [0.5; 3],
             load_end: [0.7; 3],
+            cost: None,
             probe: Some(ProbePhase {
                 iterations: 20000,
                 reps: 3,
