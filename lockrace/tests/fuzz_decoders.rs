@@ -589,6 +589,8 @@ fn meta_lines() -> Vec<String> {
         lock_field_names: "type (6.9+ names)".into(),
         memfd: Some((1, 1176)),
         workload: Some(workload),
+        probes: Some("full".into()),
+        programs: vec![],
     })));
     out
 }

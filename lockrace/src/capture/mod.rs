@@ -70,29 +70,9 @@ pub struct CaptureStats {
 impl CaptureStats {
     /// Nothing lost that the kernel or the reader knows of. A miss may be a scheduler event of
     /// an untraced task (the kernel counts misses before any filter), so `missed` alone does
-    /// not decide it: [`CaptureStats::missed_reason`] says what was missed, the report decides.
+    /// not decide it: the report says what was missed (`report::build::loss_reasons`).
     pub fn complete(&self) -> bool {
         self.dropped == 0 && self.decode_errors == 0 && self.untracked_tasks == 0
-    }
-
-    /// The line for a capture whose programs were skipped by the kernel, if any were.
-    pub fn missed_reason(&self) -> Option<String> {
-        (self.missed > 0).then(|| {
-            let which: Vec<String> = self
-                .programs
-                .iter()
-                .filter_map(|p| match p.recursion_misses {
-                    Some(m) if m > 0 => Some(format!("{} {m}", p.name)),
-                    _ => None,
-                })
-                .collect();
-            format!(
-                "the kernel skipped lockrace's programs {} times (another BPF program was running \
-                 on that CPU), so events may be missing: {}",
-                self.missed,
-                which.join(", ")
-            )
-        })
     }
 
     /// The incomplete-report line for tasks the capture could not follow, if any.

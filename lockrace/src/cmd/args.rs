@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::capture::Limits;
+use crate::capture::{CaptureOptions, Limits, Probes};
 use crate::report::html;
 use crate::report::model::Document;
 use crate::workload::{LockKind, Scenario, Share, SyncKind};
@@ -47,9 +47,26 @@ pub struct CaptureArgs {
     /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
     #[arg(long)]
     pub raw_pointers: bool,
+    /// Which probes the capture attaches: full (every lock request from syscall entry to exit),
+    /// lean (lock decisions and blocked waiters only), fast (lean's events through cheaper
+    /// programs; falls back to lean without kernel BTF). `cargo xtask bench` measures each.
+    #[arg(long, value_enum, default_value_t = Probes::Full)]
+    pub probes: Probes,
+    /// Measure lockrace's own cost: turn the kernel's BPF statistics on for the capture
+    /// (restored after it, also on Ctrl-C) and report each program's runs and ns per run.
+    #[arg(long)]
+    pub self_cost: bool,
 }
 
 impl CaptureArgs {
+    /// `--probes` and `--self-cost`.
+    pub fn options(&self) -> CaptureOptions {
+        CaptureOptions {
+            probes: self.probes,
+            self_cost: self.self_cost,
+        }
+    }
+
     /// `--ring-buffer-mb` and `--max-tasks`, checked (one line naming the bad flag).
     pub fn limits(&self) -> anyhow::Result<Limits> {
         Limits::from_flags(self.ring_buffer_mb, self.max_tasks)

@@ -19,7 +19,7 @@ use nix::{sys::signal, unistd::Pid};
 use clap::Args;
 
 use super::args::CaptureArgs;
-use crate::capture::{Capture, CaptureStats, Filter, Limits};
+use crate::capture::{Capture, CaptureOptions, CaptureStats, Filter, Limits};
 use crate::{
     error::hinted,
     jsonl::{Collector, Meta},
@@ -55,6 +55,8 @@ pub struct RecordConfig {
     pub cmd: Vec<String>,
     pub duration: Option<Duration>,
     pub limits: Limits,
+    /// `--probes`, `--self-cost`.
+    pub options: CaptureOptions,
 }
 
 impl RecordConfig {
@@ -71,6 +73,7 @@ impl RecordConfig {
             cmd: args.cmd.clone(),
             duration: seconds("--duration", args.duration)?,
             limits: args.capture.limits()?,
+            options: args.capture.options(),
         })
     }
 }
@@ -225,7 +228,7 @@ pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
         tgids,
         inodes: vec![],
     };
-    let capture = Capture::start_with(&filter, &cfg.limits, sink)?;
+    let capture = Capture::start_options(&filter, &cfg.limits, cfg.options, sink)?;
     let what = if cfg.cmd.is_empty() {
         format!(
             "pid {}",

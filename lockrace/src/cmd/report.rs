@@ -17,7 +17,7 @@ use crate::jsonl::reader::{FileMeta, ReadStats, each_event, open, read_meta};
 use crate::pipeline::{PerfettoOut, Pipeline};
 use crate::report::{
     self,
-    build::{Facts, LossContext, loss_reasons},
+    build::{Facts, LossContext, Losses, loss_reasons},
     model::{CaptureInfo, Document},
 };
 
@@ -77,32 +77,36 @@ fn facts(path: &Path, meta: &FileMeta, stats: &ReadStats, raw_pointers: bool) ->
         ..Facts::default()
     };
     let mut reasons = stats.incomplete_reasons(path);
-    let dropped = match &meta.trailer {
+    let (dropped, probes, programs) = match &meta.trailer {
         Some(t) => {
             facts.lock_field_names = t.lock_field_names.clone();
             facts.workload = t.workload.clone();
             reasons.extend(t.incomplete_reasons.iter().cloned());
-            reasons.extend(loss_reasons(
-                LossContext::Recording,
-                t.dropped,
-                t.decode_errors,
-                None,
-            ));
-            t.dropped
+            let losses = Losses {
+                dropped: t.dropped,
+                decode_errors: t.decode_errors,
+                programs: &t.programs,
+            };
+            reasons.extend(loss_reasons(LossContext::Recording, losses, None));
+            (t.dropped, t.probes.clone(), t.programs.clone())
         }
         None if meta.header.is_some() => {
             reasons.push(format!(
                 "{} has no trailer line: the recording did not end cleanly (events may be missing at the end)",
                 path.display()
             ));
-            0
+            (0, None, Vec::new())
         }
-        None => 0,
+        None => (0, None, Vec::new()),
     };
     facts.capture = Some(CaptureInfo {
         events: stats.events,
         dropped,
         complete: reasons.is_empty(),
+        missed: (!programs.is_empty())
+            .then(|| programs.iter().filter_map(|p| p.recursion_misses).sum()),
+        probes,
+        programs,
     });
     facts.incomplete = reasons;
     facts

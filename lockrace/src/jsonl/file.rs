@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::events::JsonError;
-use crate::report::model::WorkloadReport;
+use crate::report::model::{ProgramReport, WorkloadReport};
 
 /// Version of the JSONL file format (the meta lines below and the event fields).
 pub const FILE_FORMAT_VERSION: u32 = 1;
@@ -75,6 +75,12 @@ pub struct FileTrailer {
     pub memfd: Option<(u32, u64)>,
     #[serde(default)]
     pub workload: Option<WorkloadReport>,
+    /// The probe set attached (`full`, `lean`, `fast`); absent in older recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<String>,
+    /// Every attached program's runs, recursion misses and ns per run at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<ProgramReport>,
 }
 
 /// A non-event line of a JSONL file.
@@ -143,6 +149,13 @@ mod tests {
             lock_field_names: "type".into(),
             memfd: Some((1, 2)),
             workload: None,
+            probes: Some("fast".into()),
+            programs: vec![ProgramReport {
+                name: "fast_posix_lock".into(),
+                runs: None,
+                recursion_misses: Some(0),
+                ns_per_run: None,
+            }],
         });
         assert_eq!(meta_from_json(&meta_to_json(&t)).unwrap(), t);
         let ev = r#"{"ts_ns":1,"cpu":0,"tgid":1,"tid":1,"comm":"x","kind":"sys_exit_fcntl","cmd":7,"ret":0}"#;

@@ -97,6 +97,10 @@ impl Collector {
             lock_field_names: lock_field_names.to_string(),
             memfd: None,
             workload: None,
+            // A live capture always has programs; a rewritten file (redaction) has none and
+            // claims no probe set.
+            probes: (!stats.programs.is_empty()).then(|| stats.probes.name().to_string()),
+            programs: crate::report::capture::program_reports(stats),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::analysis::{
     self, Analysis, HandoffOutcome, HandoffRecord, LockSummary, TimelineWhat, WhoopsResult,
     hist::LogHist,
 };
+use super::capture::program_reports;
 use crate::capture::CaptureStats;
 use lockrace_common::k;
 
@@ -83,20 +84,40 @@ pub fn capture_info(stats: &CaptureStats) -> CaptureInfo {
     CaptureInfo {
         events: stats.events,
         dropped: stats.dropped,
-        complete: stats.complete(),
+        complete: stats.complete() && stats.missed == 0,
+        probes: Some(stats.probes.name().to_string()),
+        programs: program_reports(stats),
+        missed: Some(stats.missed),
     }
 }
 
+/// What a capture lost, as [`loss_reasons`] words it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Losses<'a> {
+    /// Records the kernel could not write (ring buffer full).
+    pub dropped: u64,
+    /// Records that did not decode.
+    pub decode_errors: u64,
+    /// The attached programs, whose recursion misses are events never seen.
+    pub programs: &'a [ProgramReport],
+}
+
 /// The incomplete reasons a capture's losses give (events dropped by the kernel, records that
-/// did not decode, tasks not followed), one line each, in that order. The one copy of these
-/// sentences; `untracked` is [`CaptureStats::untracked_reason`] (a recording's trailer already
-/// lists it among its reasons).
-pub fn loss_reasons(
-    ctx: LossContext,
-    dropped: u64,
-    decode_errors: u64,
-    untracked: Option<String>,
-) -> Vec<String> {
+/// did not decode, program runs the kernel skipped, tasks not followed), one line each, in
+/// that order. The one copy of these sentences; `untracked` is
+/// [`CaptureStats::untracked_reason`] (a recording's trailer already lists it among its
+/// reasons).
+///
+/// A recursion miss is counted by the kernel before lockrace's filter runs, so it may be an
+/// event of a task nobody traced; it still makes the report incomplete, since nothing tells
+/// which task it was (the fast probe set, whose scheduler programs are `tp_btf`, has none in
+/// practice: docs/BENCHMARKS.md).
+pub fn loss_reasons(ctx: LossContext, losses: Losses<'_>, untracked: Option<String>) -> Vec<String> {
+    let Losses {
+        dropped,
+        decode_errors,
+        programs,
+    } = losses;
     let mut out = Vec::new();
     if dropped > 0 {
         out.push(match ctx {
@@ -120,8 +141,20 @@ pub fn loss_reasons(
             _ => format!("{decode_errors} records did not decode"),
         });
     }
+    out.extend(super::capture::missed_reason(programs));
     out.extend(untracked);
     out
+}
+
+/// [`loss_reasons`] of a live capture that ended with `stats`.
+pub fn capture_loss_reasons(ctx: LossContext, stats: &CaptureStats) -> Vec<String> {
+    let programs = program_reports(stats);
+    let losses = Losses {
+        dropped: stats.dropped,
+        decode_errors: stats.decode_errors,
+        programs: &programs,
+    };
+    loss_reasons(ctx, losses, stats.untracked_reason())
 }
 
 /// Fill `doc` from `a`, after the facts (their drop counts and completeness feed the diagnosis

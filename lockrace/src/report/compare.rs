@@ -517,6 +517,7 @@ mod tests {
             events: 1000,
             dropped,
             complete: dropped == 0,
+            ..Default::default()
         });
         let other = LockReport {
             ino: 7,

@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 pub mod build;
+pub mod capture;
 pub mod compare;
 pub mod contention;
 pub mod html;

@@ -23,7 +23,7 @@ pub struct KernelInfo {
     pub lock_field_names: String,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct CaptureInfo {
     /// Events decoded.
     pub events: u64,
@@ -31,6 +31,33 @@ pub struct CaptureInfo {
     pub dropped: u64,
     /// False when events were dropped or the capture was interrupted.
     pub complete: bool,
+    /// The probe set attached (`full`, `lean`, `fast`; `lean` when `fast` fell back); absent
+    /// in reports of recordings made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<String>,
+    /// Every attached program's figures at the end of the capture, in attach order; absent
+    /// when they are not known (recordings made before they were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<ProgramReport>,
+    /// Runs the kernel skipped, summed over `programs` (`recursion_misses`): events the
+    /// capture never saw (counted before lockrace's filter, so possibly of untraced tasks).
+    /// Absent when `programs` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<u64>,
+}
+
+/// One attached eBPF program at the end of a capture (`BPF_OBJ_GET_INFO_BY_FD`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ProgramReport {
+    /// lockrace's name of the program (its ELF symbol, e.g. `fast_posix_lock`).
+    pub name: String,
+    /// Runs while BPF statistics were on (`--self-cost`); null when they were off.
+    pub runs: Option<u64>,
+    /// Times the kernel skipped the program because another BPF program was running on that
+    /// CPU: each one an event lost. Null on kernels before 5.12, which do not count them.
+    pub recursion_misses: Option<u64>,
+    /// Mean nanoseconds per run while BPF statistics were on; null unless `--self-cost`.
+    pub ns_per_run: Option<f64>,
 }
 
 /// What `lockrace trace` attached to and how the trace ended.

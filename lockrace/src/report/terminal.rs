@@ -137,6 +137,9 @@ pub fn render(doc: &Document) -> String {
         ));
     }
     let _ = writeln!(o, "{}", facts.join("; "));
+    if let Some(line) = doc.capture.as_ref().and_then(super::capture::programs_line) {
+        let _ = writeln!(o, "{line}");
+    }
     if let Some(t) = &doc.trace {
         let open = match t.open_requests_at_end {
             0 => String::new(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::args::{CaptureArgs, HtmlArgs, WorkloadArgs};
-use crate::capture::{Limits, Probes};
+use crate::capture::{CaptureOptions, Limits};
 use crate::error::hinted;
 use crate::report::{
     self,
@@ -57,10 +57,6 @@ pub struct RunArgs {
     pub html: HtmlArgs,
     #[command(flatten)]
     pub capture: CaptureArgs,
-    /// Which probes a traced run attaches (lean: lock decisions and blocked waiters only, one
-    /// event per uncontended lock call instead of four, so the race moves less).
-    #[arg(long, value_enum, default_value_t = Probes::Full)]
-    pub probes: Probes,
     /// (internal, for tests) create the run's private temp dir under DIR instead of $TMPDIR.
     #[arg(long, value_name = "DIR", hide = true)]
     pub tmpdir_parent: Option<PathBuf>,
@@ -84,7 +80,7 @@ pub enum Mode {
     /// As root: the untraced baseline (unless `--no-baseline`), then the run under the capture.
     Traced {
         limits: Limits,
-        probes: Probes,
+        capture: CaptureOptions,
         baseline: bool,
     },
     /// `--scenario`: its own summary and document; traced (with `limits`) as root.
@@ -169,7 +165,7 @@ impl RunConfig {
             // Checked before the baseline run, so a bad size costs nothing.
             let mode = Mode::Traced {
                 limits: args.capture.limits()?,
-                probes: args.probes,
+                capture: args.capture.options(),
                 baseline: !args.no_baseline,
             };
             return Ok(config(mode, None));

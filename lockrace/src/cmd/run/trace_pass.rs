@@ -17,12 +17,11 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::analysis::{self, AnalysisInput, RoleInput};
-use crate::capture::loader::PROGRAMS;
-use crate::capture::{Capture, CaptureStats, Filter, Limits, Probes};
+use crate::capture::{Capture, CaptureOptions, CaptureStats, Filter, Limits};
 use crate::events::Event;
 use crate::jsonl::{self, Collector};
 use crate::pipeline::{self, Cut, PerfettoOut};
-use crate::report::build::{Facts, LossContext, capture_info, loss_reasons};
+use crate::report::build::{Facts, LossContext, capture_info, capture_loss_reasons};
 use crate::report::model::{Document, ProbeEffect};
 use crate::signals;
 use crate::workload::execute::{Workload, execute};
@@ -33,8 +32,8 @@ use crate::workload::outcome::RunOutcome;
 pub struct TraceOptions<'a> {
     /// Ring buffer and task-map sizes (checked by whoever built them).
     pub limits: Limits,
-    /// The programs attached (`--probes`).
-    pub probes: Probes,
+    /// The programs attached and BPF statistics (`--probes`, `--self-cost`).
+    pub capture: CaptureOptions,
     /// The kernel's addresses in the events file, the report and the trace (`--raw-pointers`).
     pub raw_pointers: bool,
     /// Also write every event as JSONL here.
@@ -72,15 +71,12 @@ pub fn traced_execute(w: &Workload, opts: &TraceOptions<'_>) -> anyhow::Result<T
         tgids: vec![std::process::id()],
         inodes: vec![],
     };
-    let capture = Capture::start_probes(&filter, &opts.limits, opts.probes, sink)?;
+    let capture = Capture::start_options(&filter, &opts.limits, opts.capture, sink)?;
     let lock_field_names = capture.offsets().lock_field_names;
     if let Some(what) = opts.announce {
         eprintln!(
             "{what} ({} probes attached, {lock_field_names} field names)... Hit Ctrl-C to end.",
-            PROGRAMS
-                .iter()
-                .filter(|(_, name)| opts.probes.attaches(name))
-                .count(),
+            capture.probes().1.len(),
         );
     }
     let outcome = execute(w);
@@ -141,12 +137,7 @@ fn facts(
     let mut workload = outcome.workload_report(w);
     workload.probe_effect = effect;
     let mut incomplete = outcome.incomplete_reasons();
-    incomplete.extend(loss_reasons(
-        LossContext::Run,
-        stats.dropped,
-        stats.decode_errors,
-        stats.untracked_reason(),
-    ));
+    incomplete.extend(capture_loss_reasons(LossContext::Run, stats));
     Facts {
         lock_field_names: lock_field_names.to_string(),
         raw_pointers,

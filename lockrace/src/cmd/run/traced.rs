@@ -19,7 +19,7 @@ use crate::{report, signals};
 pub fn main(cfg: &RunConfig) -> anyhow::Result<ExitCode> {
     let Mode::Traced {
         limits,
-        probes,
+        capture,
         baseline,
     } = cfg.mode
     else {
@@ -40,7 +40,7 @@ pub fn main(cfg: &RunConfig) -> anyhow::Result<ExitCode> {
         w,
         &TraceOptions {
             limits,
-            probes,
+            capture,
             raw_pointers: cfg.outputs.raw_pointers,
             events_jsonl: cfg.outputs.events.as_deref(),
             perfetto: cfg.outputs.perfetto.as_deref(),

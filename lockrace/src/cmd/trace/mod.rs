@@ -45,7 +45,7 @@ use crate::{
     pipeline::{PerfettoOut, Pipeline},
     report::{
         self,
-        build::{Facts, LossContext, capture_info, document as build_document, loss_reasons},
+        build::{Facts, LossContext, capture_info, capture_loss_reasons, document as build_document},
         model::{Document, TraceInfo},
     },
     signals,
@@ -103,6 +103,8 @@ pub struct TraceConfig {
     pub duration: Option<Duration>,
     pub interval: Option<Duration>,
     pub limits: crate::capture::Limits,
+    /// `--probes`, `--self-cost`.
+    pub options: crate::capture::CaptureOptions,
     /// `--raw-pointers`: kernel addresses in the report (else `#N` labels).
     pub raw_pointers: bool,
 }
@@ -127,6 +129,7 @@ impl TraceConfig {
             duration: record::seconds("--duration", args.duration)?,
             interval: record::seconds("--interval", args.interval)?,
             limits: args.capture.limits()?,
+            options: args.capture.options(),
             raw_pointers: args.capture.raw_pointers,
         })
     }
@@ -180,6 +183,7 @@ impl TraceConfig {
             cmd: self.cmd.clone(),
             duration: self.duration,
             limits: self.limits,
+            options: self.options,
         }
     }
 }
@@ -260,12 +264,7 @@ pub fn facts(
             traced_ns: u64::try_from(traced.as_nanos()).unwrap_or(u64::MAX),
             open_requests_at_end: open,
         }),
-        incomplete: loss_reasons(
-            LossContext::Trace,
-            stats.dropped,
-            stats.decode_errors,
-            stats.untracked_reason(),
-        ),
+        incomplete: capture_loss_reasons(LossContext::Trace, stats),
         ..Facts::here()
     }
 }
@@ -356,7 +355,7 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     });
     let sink = TraceSink::new(pipeline, jsonl, names, interval);
 
-    let capture = Capture::start_with(&cfg.filter(std::process::id()), &cfg.limits, sink)?;
+    let capture = Capture::start_options(&cfg.filter(std::process::id()), &cfg.limits, cfg.options, sink)?;
     let lock_field_names = capture.offsets().lock_field_names;
     if let Some(&gone) = cfg.pids.iter().find(|&&p| !record::process_alive(p)) {
         drop(capture.stop());

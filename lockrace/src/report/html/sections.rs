@@ -450,5 +450,12 @@ pub(super) fn completeness_section(b: &mut String, doc: &Document, h: u8) {
             a.unfinished_requests
         );
     }
+    if let Some(line) = doc
+        .capture
+        .as_ref()
+        .and_then(crate::report::capture::programs_line)
+    {
+        let _ = writeln!(b, "<p class=\"note programs\">{}</p>", esc(&line));
+    }
     let _ = writeln!(b, "</section>");
 }
