@@ -86,6 +86,10 @@ pub struct FileTrailer {
 /// A non-event line of a JSONL file.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a file holds one header and one trailer; boxing them saves nothing worth the noise"
+)]
 pub enum Meta {
     LockraceHeader(FileHeader),
     LockraceAcquisitions(AcquisitionChunk),

@@ -8,12 +8,12 @@
 //! its counter is non-zero and always carries the numbers behind it in `evidence`.
 use serde_json::json;
 
+use super::capture::program_reports;
 use super::model::*;
 use crate::analysis::{
     self, Analysis, HandoffOutcome, HandoffRecord, LockSummary, TimelineWhat, WhoopsResult,
     hist::LogHist,
 };
-use super::capture::program_reports;
 use crate::capture::CaptureStats;
 use lockrace_common::k;
 
@@ -112,7 +112,11 @@ pub struct Losses<'a> {
 /// event of a task nobody traced; it still makes the report incomplete, since nothing tells
 /// which task it was (the fast probe set, whose scheduler programs are `tp_btf`, has none in
 /// practice: docs/BENCHMARKS.md).
-pub fn loss_reasons(ctx: LossContext, losses: Losses<'_>, untracked: Option<String>) -> Vec<String> {
+pub fn loss_reasons(
+    ctx: LossContext,
+    losses: Losses<'_>,
+    untracked: Option<String>,
+) -> Vec<String> {
     let Losses {
         dropped,
         decode_errors,

@@ -45,7 +45,9 @@ use crate::{
     pipeline::{PerfettoOut, Pipeline},
     report::{
         self,
-        build::{Facts, LossContext, capture_info, capture_loss_reasons, document as build_document},
+        build::{
+            Facts, LossContext, capture_info, capture_loss_reasons, document as build_document,
+        },
         model::{Document, TraceInfo},
     },
     signals,
@@ -355,7 +357,12 @@ pub fn main(args: TraceArgs) -> anyhow::Result<ExitCode> {
     });
     let sink = TraceSink::new(pipeline, jsonl, names, interval);
 
-    let capture = Capture::start_options(&cfg.filter(std::process::id()), &cfg.limits, cfg.options, sink)?;
+    let capture = Capture::start_options(
+        &cfg.filter(std::process::id()),
+        &cfg.limits,
+        cfg.options,
+        sink,
+    )?;
     let lock_field_names = capture.offsets().lock_field_names;
     if let Some(&gone) = cfg.pids.iter().find(|&&p| !record::process_alive(p)) {
         drop(capture.stop());
