@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backports;
 mod bench;
 mod cmd;
 mod run;

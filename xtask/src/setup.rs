@@ -9,8 +9,10 @@
 //!
 //! Invariants: a profile installs only what its command needs (`run` never names QEMU, Chromium,
 //! busybox or the test programs); setup never removes a package: apt is asked to simulate the
-//! install first and setup stops, naming the packages apt would remove, and every `apt-get
-//! install` carries `--no-remove` so apt itself aborts rather than remove one; running setup
+//! install first and setup stops, naming the packages apt would remove (unless what it would
+//! remove came from backports: then the clashing packages are taken from the same backports
+//! suite, see [`crate::backports`]), and every `apt-get install` carries `--no-remove` so apt
+//! itself aborts rather than remove one; running setup
 //! twice changes nothing the second time; a step that cannot work (not root and no sudo, not
 //! Debian) fails with a one-line error that says what to do instead.
 use std::{
@@ -21,7 +23,10 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cmd::{self, Io};
+use crate::{
+    backports,
+    cmd::{self, Io},
+};
 
 /// The nightly that builds the eBPF crate (with rust-src, for `-Z build-std=core`).
 ///
@@ -632,7 +637,7 @@ fn run_action(action: &Action, root: bool, sudo: bool) -> Result<String> {
     let cmds = commands(action, root, sudo)?;
     match action {
         Action::Apt(packages) => {
-            apt_install(packages, cmds)?;
+            apt_install(packages, cmds, root, sudo)?;
             let names: Vec<&str> = packages.iter().map(String::as_str).collect();
             let still = match installed_packages(&names)? {
                 Some(ok) => names
@@ -701,7 +706,11 @@ fn run_action(action: &Action, root: bool, sudo: bool) -> Result<String> {
 }
 
 /// `apt-get update`, then a simulated install that must remove nothing, then the install.
-fn apt_install(packages: &[String], cmds: Vec<Command>) -> Result<()> {
+///
+/// When the only obstacle is a package this machine took from backports (the install would
+/// remove it), the wanted packages that clash are taken from the same backports suite instead
+/// ([`backports::fit`]), so that the versions fit and nothing is removed.
+fn apt_install(packages: &[String], cmds: Vec<Command>, root: bool, sudo: bool) -> Result<()> {
     let mut cmds = cmds.into_iter();
     let (Some(mut update), Some(mut install)) = (cmds.next(), cmds.next()) else {
         bail!("internal: an apt action has two commands");
@@ -716,7 +725,27 @@ fn apt_install(packages: &[String], cmds: Vec<Command>) -> Result<()> {
         .args(apt_install_args(packages));
     let sim = cmd::exec(&mut simulate, Io::Capture)?;
     let removed = apt_removals(&sim.stdout);
-    if !removed.is_empty() || !sim.status.success() {
+    if !removed.is_empty() {
+        let Some(specs) = backports::fit(packages, &removed, root, sudo)? else {
+            return Err(apt_refusal(packages, &removed, &sim.stdout, &sim.stderr));
+        };
+        println!(
+            "setup: installing {} would remove {}, which came from backports; installing {} \
+             instead, which fits",
+            packages.join(" "),
+            removed.join(" "),
+            specs.join(" ")
+        );
+        install = cmd::root_command(
+            root,
+            sudo,
+            "apt-get".as_ref(),
+            &[("DEBIAN_FRONTEND", "noninteractive")],
+            false,
+            "installing packages",
+        )?;
+        install.args(apt_install_args(&specs));
+    } else if !sim.status.success() {
         return Err(apt_refusal(packages, &removed, &sim.stdout, &sim.stderr));
     }
     let ran = cmd::exec(&mut install, Io::Inherit)?;
