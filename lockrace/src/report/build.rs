@@ -81,12 +81,16 @@ pub enum LossContext {
 
 /// The capture's figures in the document.
 pub fn capture_info(stats: &CaptureStats) -> CaptureInfo {
+    let programs = program_reports(stats);
+    // The same rule as the document's completeness: misses of the timing programs are listed,
+    // they do not make the capture incomplete (`report::capture::missed_reason`).
+    let complete = stats.complete() && super::capture::missed_reason(&programs).is_none();
     CaptureInfo {
         events: stats.events,
         dropped: stats.dropped,
-        complete: stats.complete() && stats.missed == 0,
+        complete,
         probes: Some(stats.probes.name().to_string()),
-        programs: program_reports(stats),
+        programs,
         missed: Some(stats.missed),
     }
 }
@@ -837,6 +841,26 @@ mod tests {
         assert_eq!(fmt_ns(12_345), "12.3 µs");
         assert_eq!(fmt_ns(4_560_000), "4.56 ms");
         assert_eq!(fmt_ns(1_230_000_000), "1.23 s");
+    }
+
+    #[test]
+    fn timing_program_misses_leave_the_capture_complete_lock_program_misses_do_not() {
+        use crate::capture::{CaptureStats, progstats::program_stats};
+        let stats = |name: &str| CaptureStats {
+            events: 10,
+            programs: vec![
+                program_stats("posix_lock_inode", (0, 0, Some(0)), false),
+                program_stats(name, (0, 0, Some(4)), false),
+            ],
+            missed: 4,
+            ..Default::default()
+        };
+        let timing = capture_info(&stats("sched_waking"));
+        assert!(timing.complete, "{timing:?}");
+        assert_eq!(timing.missed, Some(4));
+        let lock = capture_info(&stats("fcntl_setlk"));
+        assert!(!lock.complete, "{lock:?}");
+        assert_eq!(lock.missed, Some(4));
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn posix_reopen_kernel_grants_equal_acquisitions_and_every_whoops_is_explained()
         "capture dropped events: {}",
         doc["capture"]
     );
-    assert_eq!(doc["capture"]["complete"], true);
+    assert_eq!(doc["capture"]["complete"], true, "{}", doc["capture"]);
     let roles = doc["whoops"]["roles"].as_array().unwrap();
     assert_eq!(roles.len(), 2);
     for r in roles {

@@ -387,7 +387,7 @@ fn stress_ng_fcntl_is_captured_and_drops_are_reported() {
         assert_eq!(doc["complete"], false);
         assert!(diagnosis(&doc, "events-dropped").is_some());
     } else {
-        assert_eq!(doc["capture"]["complete"], true);
+        assert_eq!(doc["capture"]["complete"], true, "{}", doc["capture"]);
     }
     eprintln!("stress-ng: {events} events, {dropped} dropped");
 }
