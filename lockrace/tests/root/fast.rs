@@ -518,3 +518,117 @@ fn without_btf_the_fast_set_falls_back_to_the_classic_programs_with_a_notice() {
         "{kinds:?}"
     );
 }
+
+/// `run --probes fast --self-cost` from the command line: the report names the set, has one
+/// entry per attached fast program with its runs and cost, sums the misses, keeps the handoff's
+/// figures exact, and leaves the BPF statistics sysctl as it found it. Then the same through
+/// `record --self-cost` and an offline `report`: the recording's trailer carries the figures.
+#[test]
+fn self_cost_figures_reach_the_run_report_and_the_offline_report() {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let before = lockrace::capture::progstats::sysctl_value().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockrace"))
+        .args(["run", "--probes", "fast", "--self-cost", "--no-baseline"])
+        .args([
+            "--lock",
+            "posix",
+            "--share",
+            "reopen",
+            "--iterations",
+            "300",
+        ])
+        .args(["--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lockrace::capture::progstats::sysctl_value().unwrap(),
+        before,
+        "BPF statistics restored after the run"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cap = &doc["capture"];
+    assert_eq!(cap["probes"], "fast", "{cap}");
+    let programs = cap["programs"].as_array().unwrap();
+    let names: Vec<&str> = programs
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = FAST_PROBES.iter().map(|p| p.program).collect();
+    assert_eq!(names, expected);
+    let mut misses = 0;
+    for p in programs {
+        assert!(p["runs"].is_u64(), "{p}");
+        misses += p["recursion_misses"].as_u64().unwrap();
+    }
+    assert_eq!(cap["missed"].as_u64(), Some(misses), "{cap}");
+    let posix = &programs[0];
+    assert_eq!(posix["name"], "fast_posix_lock");
+    // Every grant of the two roles is one run at least (the kernel counts all tasks' runs).
+    let grants: u64 = doc["whoops"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["grants"].as_u64().unwrap())
+        .sum();
+    assert!(grants >= 600, "{}", doc["whoops"]);
+    assert!(
+        posix["runs"].as_u64().unwrap() >= grants,
+        "{posix} vs {grants} grants"
+    );
+    assert!(posix["ns_per_run"].as_f64().unwrap() > 0.0, "{posix}");
+    assert!(
+        stdout.contains("Probes: the fast set, ")
+            && stdout.contains("cost per run: fast_posix_lock "),
+        "{stdout}"
+    );
+
+    // record --self-cost, then report: the figures come back from the trailer.
+    let events = dir.path().join("ev.jsonl");
+    let lockfile = dir.path().join("lockfile");
+    let script = format!(
+        "import fcntl, os\nfd = os.open({:?}, os.O_RDWR | os.O_CREAT)\nfor _ in range(20):\n    \
+         fcntl.lockf(fd, fcntl.LOCK_EX)\n    fcntl.lockf(fd, fcntl.LOCK_UN)\n",
+        lockfile.to_str().unwrap()
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockrace"))
+        .args(["record", "--probes", "fast", "--self-cost", "--events"])
+        .arg(&events)
+        .args(["--", "python3", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockrace"))
+        .arg("report")
+        .arg(&events)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = report
+        .lines()
+        .find(|l| l.contains("Probes: the fast set, "))
+        .unwrap_or_else(|| panic!("no Probes line in the offline report:\n{report}"));
+    assert!(line.contains("cost per run: fast_posix_lock "), "{line}");
+    assert_eq!(
+        lockrace::capture::progstats::sysctl_value().unwrap(),
+        before,
+        "BPF statistics restored after the recording"
+    );
+}
