@@ -389,3 +389,41 @@ fn a_late_unlock_without_syscalls_still_makes_a_handoff() {
     assert_eq!(a.stats.inconsistencies, 1);
     assert!(!a.incomplete.is_empty());
 }
+
+/// sqlite3 writers recorded with `--probes fast` (no syscall records, so no asked range): the
+/// kernel traces each grant after coalescing it with the owner's adjacent locks of the same type,
+/// yet the pending, reserved and shared bytes stay three locks, as with the full probe set, and
+/// every granted lock event is counted once.
+#[test]
+fn sqlite_byte_locks_stay_distinct_without_syscall_records() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/real/sqlite_writers_fast.jsonl"
+    );
+    let (events, _) = lockrace::jsonl::reader::read_events(std::path::Path::new(path)).unwrap();
+    assert!(
+        !events.iter().any(|e| e.kind.name().starts_with("sys_")),
+        "the fixture is a fast-set recording"
+    );
+    let locks = analyze(&events, &AnalysisInput::default()).locks;
+    let ranges: Vec<(i64, i64)> = locks.iter().map(|l| (l.key.start, l.key.end)).collect();
+    const PENDING: i64 = 0x4000_0000;
+    assert_eq!(
+        ranges,
+        vec![
+            (PENDING, PENDING),
+            (PENDING + 1, PENDING + 1),
+            (PENDING + 2, PENDING + 511)
+        ]
+    );
+    let granted = events
+        .iter()
+        .filter(|e| e.kind == Kind::PosixLockInode)
+        .filter_map(|e| e.lock())
+        .filter(|l| l.ret == 0 && l.lock_type != k::F_UNLCK)
+        .count() as u64;
+    assert_eq!(locks.iter().map(|l| l.grants).sum::<u64>(), granted);
+    for l in &locks {
+        assert!(l.grants > 0 && l.overlapping_grants == 0, "{l:?}");
+    }
+}

@@ -8,6 +8,45 @@
 use super::*;
 
 impl<'o> Core<'o> {
+    /// The range a POSIX grant asked for when no syscall record told us (the fast and lean
+    /// probe sets have none): posix_lock_inode traces the lock after coalescing it with the
+    /// owner's adjacent or overlapping locks of the same type (fs/locks.c at v6.18,
+    /// `posix_lock_inode`: `request = fl` once merged), so the traced range minus what this
+    /// owner already held of that type is what it asked for, when that is one interval.
+    fn unmerged_range(&self, l: &LockData, class: LockClass) -> Option<(i64, i64)> {
+        if class != LockClass::Posix || l.ret != 0 {
+            return None;
+        }
+        let ids = self.by_inode.get(&(l.dev, l.ino, class))?;
+        let mut held: Vec<(i64, i64)> = ids
+            .iter()
+            .flat_map(|&id| self.locks[id].holds.iter())
+            .filter(|h| h.owner == l.owner && h.ltype == l.lock_type)
+            .filter(|h| l.start <= h.start && h.end <= l.end)
+            .map(|h| (h.start, h.end))
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        held.sort_unstable();
+        // What is left of [l.start, l.end] once the held pieces are taken out.
+        let mut left = Vec::new();
+        let mut at = l.start;
+        for (s, e) in held {
+            if s > at {
+                left.push((at, s - 1));
+            }
+            at = at.max(e.saturating_add(1));
+        }
+        if at <= l.end {
+            left.push((at, l.end));
+        }
+        match left[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
     pub(super) fn on_acquire(&mut self, e: &Event, l: &LockData, class: LockClass) {
         let tid = e.tid;
         // A granted POSIX lock is reported after the kernel coalesced it with the owner's
@@ -19,7 +58,8 @@ impl<'o> Core<'o> {
             .get(&tid)
             .and_then(|t| t.req.as_ref())
             .and_then(|r| r.asked)
-            .filter(|&(s, e)| class == LockClass::Posix && l.start <= s && e <= l.end);
+            .filter(|&(s, e)| class == LockClass::Posix && l.start <= s && e <= l.end)
+            .or_else(|| self.unmerged_range(l, class));
         let mut l = *l;
         if let Some((start, end)) = asked {
             l.start = start;
