@@ -79,7 +79,7 @@ Examples:
   sudo lockrace run --lock posix --share reopen        # real mutual exclusion, traced
   sudo lockrace run --lock posix --share reopen --iterations 2000 --html report.html
   lockrace run --no-trace --iterations 10000 --json run.json
-  sudo lockrace run --probes lean --lock posix --share reopen  # fewer probes, less probe effect
+  sudo lockrace run --probes full --lock posix --share reopen  # plus syscall entry/exit
   lockrace run --sync futex --iterations 20000         # the same turns handed over by a futex
   sudo lockrace run --scenario upgrade --lock flock    # is a flock upgrade atomic? (no)
   sudo lockrace run --scenario mixed --lock posix      # flock and fcntl locks ignore each other";

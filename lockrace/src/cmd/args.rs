@@ -39,19 +39,21 @@ pub struct CaptureArgs {
     /// Ring-buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_buffer_mb: u32,
-    /// Processes the in-kernel filter can follow (tasks inside lock calls at once: 4 times as
-    /// many), from 64 to 262144.
+    /// Processes the in-kernel filter of the full and lean sets can follow (tasks inside lock
+    /// calls at once: 4 times as many), from 64 to 262144. The fast set's filter has a slot for
+    /// every pid the kernel can hand out, so it never fills.
     #[arg(long, value_name = "N", default_value_t = crate::capture::loader::TASKS_DEFAULT)]
     pub max_tasks: u32,
     /// Write the kernel's addresses (lock owners, file_lock pointers) to the events, report and
     /// trace files instead of per-run ids (for kernel developers; they reveal the KASLR layout).
     #[arg(long)]
     pub raw_pointers: bool,
-    /// Which probes the capture attaches: full (every lock request from syscall entry to exit),
-    /// lean (lock decisions and blocked waiters only), fast (lean's events through cheaper
-    /// programs; falls back to lean without kernel BTF). `cargo xtask bench` measures each.
-    #[arg(long, value_enum, default_value_t = Probes::Full)]
-    pub probes: Probes,
+    /// Which probes the capture attaches: fast (the default: lock decisions and blocked
+    /// waiters through the cheapest programs; falls back to lean without kernel BTF), lean (the
+    /// same events through classic tracepoints), full (also every lock syscall's entry and exit,
+    /// at several times the cost per lock call). `cargo xtask bench` measures each.
+    #[arg(long, value_enum, value_name = "SET")]
+    pub probes: Option<Probes>,
     /// Measure lockrace's own cost: turn the kernel's BPF statistics on for the capture
     /// (restored after it, also on Ctrl-C) and report each program's runs and ns per run.
     #[arg(long)]
@@ -59,10 +61,16 @@ pub struct CaptureArgs {
 }
 
 impl CaptureArgs {
-    /// `--probes` and `--self-cost`.
+    /// `--probes` (the fast set unless told) and `--self-cost`.
     pub fn options(&self) -> CaptureOptions {
+        self.options_or(Probes::Fast)
+    }
+
+    /// `--probes` and `--self-cost`, with `default` when `--probes` was not given (a scenario
+    /// whose evidence needs the syscall brackets takes the full set).
+    pub fn options_or(&self, default: Probes) -> CaptureOptions {
         CaptureOptions {
-            probes: self.probes,
+            probes: self.probes.unwrap_or(default),
             self_cost: self.self_cost,
         }
     }

@@ -201,6 +201,9 @@ fn call_path_of(lock: &str) -> CallPath {
         "--iterations",
         "1000",
         "--no-baseline",
+        // The call path is read from the syscall records, which only the full set has.
+        "--probes",
+        "full",
         "--events",
         events.to_str().unwrap(),
     ]);

@@ -259,7 +259,14 @@ fn record_follows_the_command_and_the_children_it_forks() {
 fn record_small_maps(dir: &std::path::Path, cmd: &[&str]) -> (String, Vec<String>) {
     let events = dir.join("t.jsonl");
     let out = lockrace()
-        .args(["record", "--max-tasks", "64", "--events"])
+        .args([
+            "record",
+            "--probes",
+            "full",
+            "--max-tasks",
+            "64",
+            "--events",
+        ])
         .arg(&events)
         .arg("--")
         .args(cmd)

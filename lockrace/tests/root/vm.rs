@@ -111,7 +111,10 @@ fn boot_6_1_with(vm_args: &[&str], run_args: &[&str]) -> (String, Value, String)
 
 #[test]
 fn debian_6_1_runs_the_traced_posix_reopen_experiment_under_tcg() {
-    let (_, doc) = boot_6_1(&["--iterations", "500"]);
+    // The full set: every classic program, syscall brackets included.
+    let (_, doc) = boot_6_1(&["--probes", "full", "--iterations", "500"]);
+    assert_eq!(doc["capture"]["probes"], "full", "{}", doc["capture"]);
+    assert!(doc["analysis"]["syscall_events"].as_u64().unwrap() > 0);
     assert_eq!(
         doc["kernel"]["lock_field_names"], "fl_type (5.0-6.8 names)",
         "6.1 names its filelock fields fl_type, fl_blocker, ..."
@@ -134,19 +137,12 @@ fn debian_6_1_runs_the_lean_probe_set_under_tcg() {
     }
 }
 
-/// The fast probe set (BTF-typed tracepoints, `LOCKRACE_PROBES=fast` reaching the guest's
-/// init through the kernel command line): 6.1 has BTF and tp_btf, so it must load as itself
-/// (no fallback notice) and give the same cross-check as the classic programs.
+/// The default probe set, fast (BTF-typed tracepoints): 6.1 has BTF and tp_btf, so it must
+/// load as itself (no fallback notice) and give the same cross-check as the classic programs.
 #[test]
 fn debian_6_1_runs_the_fast_probe_set_under_tcg() {
-    let (_, doc, console) = boot_6_1_with(
-        &["--append", "LOCKRACE_PROBES=fast"],
-        &["--iterations", "300"],
-    );
-    assert!(
-        console.contains("LOCKRACE_PROBES=fast overrides the probe set"),
-        "the switch did not reach lockrace:\n{console}"
-    );
+    let (_, doc, console) = boot_6_1_with(&[], &["--iterations", "300"]);
+    assert_eq!(doc["capture"]["probes"], "fast", "{}", doc["capture"]);
     assert!(
         !console.contains("the fast probes cannot run here"),
         "6.1 refused the fast set:\n{console}"

@@ -7,7 +7,7 @@
 //! its own CPU time, which includes the programs the kernel runs in its context and excludes
 //! time other processes took its CPU), so tracer start-up is outside the figures. lockrace
 //! records to /dev/null (`lockrace record --events /dev/null -- LOOP`, the probe set chosen
-//! with the `LOCKRACE_PROBES` switch); bpftrace and perf are started, waited for until
+//! with `--probes`); bpftrace and perf are started, waited for until
 //! attached, and stopped after the loop, as in phase 2. The per-program table comes from
 //! separate runs with `LOCKRACE_SELF_COST=1` (statistics cost two clock reads per program run,
 //! so they stay off in the timed runs). Invariants: every repetition runs every configuration
@@ -53,11 +53,11 @@ int main(int argc, char **argv) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Config {
     Untraced,
-    /// `LOCKRACE_PROBES=fast lockrace record`: the fast probe set.
+    /// `lockrace record --probes fast`: the fast probe set, the default.
     LockraceFast,
-    /// `lockrace record`: the full classic set (syscall enter/exit included).
+    /// `lockrace record --probes full`: the full classic set (syscall enter/exit included).
     LockraceFull,
-    /// `LOCKRACE_PROBES=lean lockrace record`.
+    /// `lockrace record --probes lean`.
     LockraceLean,
     BpftraceCount,
     PerfRecord,
@@ -76,15 +76,15 @@ impl Config {
     pub fn label(self) -> &'static str {
         match self {
             Config::Untraced => "untraced",
-            Config::LockraceFast => "lockrace, fast probe set",
-            Config::LockraceFull => "lockrace, full set (today's default)",
+            Config::LockraceFast => "lockrace, fast probe set (the default)",
+            Config::LockraceFull => "lockrace --probes full",
             Config::LockraceLean => "lockrace --probes lean",
             Config::BpftraceCount => "bpftrace, count() per probe",
             Config::PerfRecord => "perf record -a",
         }
     }
 
-    /// The `LOCKRACE_PROBES` value of a lockrace configuration.
+    /// The `--probes` value of a lockrace configuration.
     pub fn probes(self) -> Option<&'static str> {
         match self {
             Config::LockraceFast => Some("fast"),
@@ -240,13 +240,11 @@ fn loop_args(opts: &Options) -> Vec<String> {
 
 fn record(opts: &Options, probes: &str, self_cost: bool) -> Command {
     let mut c = Command::new(&opts.lockrace);
-    if probes != "full" {
-        c.env("LOCKRACE_PROBES", probes);
-    }
+    c.args(["record", "--probes", probes]);
     if self_cost {
-        c.env("LOCKRACE_SELF_COST", "1");
+        c.arg("--self-cost");
     }
-    c.args(["record", "--events", "/dev/null", "--", "taskset"])
+    c.args(["--events", "/dev/null", "--", "taskset"])
         .args(loop_args(opts));
     c
 }
@@ -483,7 +481,7 @@ mod tests {
         assert_eq!(
             commands(&opts, Config::LockraceFast),
             [
-                "LOCKRACE_PROBES=fast target/release/lockrace record --events /dev/null -- \
+                "target/release/lockrace record --probes fast --events /dev/null -- \
               taskset -c 1 target/bench/lockloop 1000000"
             ]
         );

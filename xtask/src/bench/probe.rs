@@ -27,11 +27,11 @@ use crate::cmd::{self, Io};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Config {
     Untraced,
-    /// `lockrace run` (full capture: every event of every probe to user space, analysed).
+    /// `lockrace run --probes full` (every event of every probe to user space, analysed).
     Lockrace,
     /// `lockrace run --probes lean` (lock decisions and blocked waiters only).
     LockraceLean,
-    /// `LOCKRACE_PROBES=fast lockrace run` (the fast probe set).
+    /// `lockrace run` (the fast probe set, the default).
     LockraceFast,
     BpftraceCount,
     BpftracePrint,
@@ -52,9 +52,9 @@ impl Config {
     pub fn label(self) -> &'static str {
         match self {
             Config::Untraced => "untraced",
-            Config::Lockrace => "lockrace, full capture",
+            Config::Lockrace => "lockrace --probes full",
             Config::LockraceLean => "lockrace --probes lean",
-            Config::LockraceFast => "lockrace, fast probe set",
+            Config::LockraceFast => "lockrace, fast probe set (the default)",
             Config::BpftraceCount => "bpftrace, count() per probe",
             Config::BpftracePrint => "bpftrace, printf every event",
             Config::PerfRecord => "perf record -a",
@@ -185,13 +185,13 @@ fn workload(opts: &Options, config: Config, report: &Path) -> Command {
     c.arg("run");
     match config {
         Config::Lockrace => {
-            c.arg("--no-baseline");
+            c.args(["--no-baseline", "--probes", "full"]);
         }
         Config::LockraceLean => {
             c.args(["--no-baseline", "--probes", "lean"]);
         }
         Config::LockraceFast => {
-            c.env("LOCKRACE_PROBES", "fast").arg("--no-baseline");
+            c.args(["--no-baseline", "--probes", "fast"]);
         }
         _ => {
             c.arg("--no-trace");
@@ -415,13 +415,15 @@ mod tests {
             "perf record -e filelock:posix_lock_inode -e sched:sched_waking -e \
              sched:sched_switch -a"
         ));
-        assert!(commands(&opts, Config::Lockrace)[0].contains("run --no-baseline --lock"));
+        assert!(
+            commands(&opts, Config::Lockrace)[0].contains("run --no-baseline --probes full --lock")
+        );
         assert!(
             commands(&opts, Config::LockraceLean)[0].contains("run --no-baseline --probes lean")
         );
         assert!(
             commands(&opts, Config::LockraceFast)[0]
-                .starts_with("LOCKRACE_PROBES=fast target/release/lockrace run --no-baseline")
+                .starts_with("target/release/lockrace run --no-baseline --probes fast")
         );
     }
 }

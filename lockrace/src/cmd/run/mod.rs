@@ -87,6 +87,7 @@ pub enum Mode {
     Scenario {
         scenario: Scenario,
         trace: Option<Limits>,
+        capture: CaptureOptions,
     },
 }
 
@@ -145,6 +146,7 @@ impl RunConfig {
             let mode = Mode::Scenario {
                 scenario,
                 trace: trace.then_some(limits),
+                capture: args.capture.options_or(scenario::probes_needed(scenario)),
             };
             return Ok(config(mode, notice));
         }

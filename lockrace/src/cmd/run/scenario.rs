@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::summary::render_summary;
 use super::trace_pass::{TraceOptions, traced_execute};
 use super::{Mode, RunConfig};
+use crate::capture::Probes;
 use crate::host::kernel_release;
 use crate::report::model::{CaptureInfo, WorkloadReport};
 use crate::workload::evidence::{self, CallPath, Independence, UpgradeSummary};
@@ -152,8 +153,23 @@ pub fn render(cfg: &Workload, outcome: &RunOutcome, kernel: Option<&ScenarioKern
     out
 }
 
+/// The probe set a scenario takes unless `--probes` says otherwise: `upgrade` measures its
+/// windows from a request's syscall entry to its exit, which only the full set records;
+/// `mixed` needs only the lock decisions.
+pub fn probes_needed(scenario: Scenario) -> Probes {
+    match scenario {
+        Scenario::Upgrade => Probes::Full,
+        Scenario::Mixed => Probes::Fast,
+    }
+}
+
 pub fn main(cfg: &RunConfig) -> anyhow::Result<ExitCode> {
-    let Mode::Scenario { scenario, trace } = cfg.mode else {
+    let Mode::Scenario {
+        scenario,
+        trace,
+        capture,
+    } = cfg.mode
+    else {
         anyhow::bail!("not a scenario run");
     };
     let w = &cfg.workload;
@@ -164,6 +180,7 @@ pub fn main(cfg: &RunConfig) -> anyhow::Result<ExitCode> {
                 w,
                 &TraceOptions {
                     limits,
+                    capture,
                     events_jsonl: cfg.outputs.events.as_deref(),
                     perfetto: cfg.outputs.perfetto.as_deref(),
                     announce: Some("Tracing"),
